@@ -1,0 +1,146 @@
+"""Typed, strict configuration (pydantic v2, ``extra="forbid"``). Secrets never live here: they come from the
+environment at the point of use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ClassifierConfig",
+    "DataConfig",
+    "EmbedConfig",
+    "ReportConfig",
+    "RunConfig",
+    "StrictModel",
+    "UncertaintyConfig",
+    "load_config",
+]
+
+
+class StrictModel(BaseModel):
+    """Base for every config: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(StrictModel):
+    """Where the labelled data comes from and how it is split into roles."""
+
+    dataset: str | None = Field(None, description="Built-in dataset name (see `activesynth datasets`).")
+    data: Path | None = Field(None, description="One labelled file that we split (seeded, stratified).")
+    train: Path | None = Field(None, description="Labelled training file (the classifier learns from it).")
+    dev: Path | None = Field(None, description="Labelled file for uncertainty and model selection.")
+    pool: Path | None = Field(None, description="Optional unlabelled texts, also scored for uncertainty.")
+    test: Path | None = Field(None, description="Held-out labelled file, used only for final metrics.")
+    text_column: str = Field("text", description="Column (or JSON key) holding the text.")
+    label_column: str = Field("label", description="Column (or JSON key) holding the label.")
+    shots: int | None = Field(None, ge=1, description="Sample this many training texts per class (seeded).")
+    seed: int = Field(0, description="Seed for shot sampling and for splitting a single --data file.")
+    dev_fraction: float = Field(0.1, gt=0, lt=0.5, description="Dev share when splitting a --data file.")
+    test_fraction: float = Field(0.2, gt=0, lt=0.5, description="Test share when splitting a --data file.")
+    max_dev: int | None = Field(None, ge=1, description="Cap dev size (stratified, seeded); None keeps all.")
+    pool_from_unused_train: bool = Field(
+        False, description="Put training texts left out by --shots into the pool, without their labels."
+    )
+    pii_scrub: bool = Field(True, description="Scrub emails, phones, cards, IBANs and URLs from real texts.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        files = [self.train, self.dev, self.test]
+        if self.dataset and (self.data or any(files) or self.pool):
+            raise ValueError("give either a built-in dataset or files, not both")
+        if self.data and (any(files) or self.pool):
+            raise ValueError("give either --data (split by us) or --train/--dev/--test, not both")
+        if not self.dataset and not self.data:
+            missing = [n for n, f in zip(("train", "dev", "test"), files, strict=True) if f is None]
+            if missing:
+                raise ValueError(
+                    "no data: give --dataset NAME, --data FILE, or --train/--dev/--test "
+                    f"(missing: {', '.join('--' + m for m in missing)})"
+                )
+        return self
+
+
+class EmbedConfig(StrictModel):
+    """Sentence embeddings shared by every stage."""
+
+    model: str = Field("all-MiniLM-L6-v2", description="Model name (bundled), local folder or hub id.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="bf16 where the CPU has bf16 units ('auto'), or force one."
+    )
+    batch_size: int = Field(64, ge=1, description="Texts per forward pass.")
+    cache_dir: Path | None = Field(
+        None, description="Embedding cache folder; default ~/.cache/active-synthesis."
+    )
+
+
+class ClassifierConfig(StrictModel):
+    """The target classifier."""
+
+    kind: Literal["head", "finetune"] = Field(
+        "head", description="'head': ensemble on frozen embeddings; 'finetune': MiniLM body fine-tuned."
+    )
+    n_heads: int = Field(5, ge=1, description="Ensemble size for 'head'.")
+    head: Literal["logistic", "mlp"] = Field("logistic", description="Head type for 'head'.")
+    C: float = Field(10.0, gt=0, description="Inverse L2 strength of the logistic heads.")
+    bootstrap: bool = Field(True, description="Train each head on a stratified bootstrap resample.")
+    epochs: int = Field(8, ge=1, description="Epochs for 'finetune'.")
+    lr: float = Field(5e-5, gt=0, description="Learning rate of the body for 'finetune'.")
+    batch_size: int = Field(32, ge=1, description="Batch size for 'finetune'.")
+    dropout: float = Field(
+        0.1, ge=0, lt=1, description="Dropout kept at inference for MC dropout ('finetune')."
+    )
+    seed: int = Field(0, description="Seed for bootstrap resamples and initialisation.")
+
+
+class UncertaintyConfig(StrictModel):
+    """How uncertainty is scored and which texts are selected."""
+
+    strategy: Literal["entropy", "least_confidence", "margin", "bald", "variance", "mc_dropout"] = Field(
+        "margin",
+        description="Uncertainty score (mc_dropout needs the finetune classifier); "
+        "margin predicted dev errors best on BANKING77 (README).",
+    )
+    mc_samples: int = Field(10, ge=2, description="Forward passes for MC dropout.")
+    top_k: int | None = Field(
+        None,
+        ge=1,
+        description="How many of the most uncertain dev+pool texts to select (None: top_fraction).",
+    )
+    top_fraction: float = Field(0.3, gt=0, le=1, description="Share of dev+pool selected when top_k is None.")
+
+
+class ReportConfig(StrictModel):
+    """The uncertainty report and its clusters."""
+
+    n_clusters: int | None = Field(None, ge=1, description="FAISS k-means k; None picks k automatically.")
+    min_clusters: int = Field(4, ge=1, description="Lower bound for automatic k.")
+    max_clusters: int = Field(40, ge=1, description="Upper bound for automatic k.")
+    examples_per_cluster: int = Field(5, ge=1, description="Texts nearest the centroid shown per cluster.")
+    keywords_per_cluster: int = Field(6, ge=1, description="Distinctive keywords per cluster.")
+    top_pairs: int = Field(20, ge=1, description="Confused label pairs listed.")
+    plots: bool = Field(True, description="Write PNG plots.")
+
+
+class RunConfig(StrictModel):
+    """Everything a run needs; saved as config.yaml in the run folder."""
+
+    data: DataConfig = Field(description="Dataset and splits.")
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding model and cache.")
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="Target classifier.")
+    uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig, description="Uncertainty.")
+    report: ReportConfig = Field(default_factory=ReportConfig, description="Report and clustering.")
+    seed: int = Field(0, description="Global seed.")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read and validate a YAML run config."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return RunConfig.model_validate(data)

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from agent.embed import Embedder, bf16_supported, resolve_model_path
+from tests.conftest import banking_slice
+
+
+def test_resolves_bundled_model_to_a_folder():
+    import os
+
+    path = resolve_model_path("all-MiniLM-L6-v2")
+    assert os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json"))
+    assert resolve_model_path(path) == path  # a local folder is used as is
+    assert resolve_model_path("someone/some-model") == "someone/some-model"  # a hub id is left to the loader
+
+
+def test_encode_normalized_and_cached(tmp_path):
+    texts = ["How do I top up my card?", "Where is my new card?", "How do I top up my card?"]
+    e = Embedder(cache_dir=tmp_path, precision="fp32")
+    v = e.encode(texts)
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(v[0], v[2])
+    assert e.computed == 2  # duplicates are computed once
+    assert float(v[0] @ v[1]) < 0.9
+    e2 = Embedder(cache_dir=tmp_path, precision="fp32")  # a new process would see the same cache
+    v2 = e2.encode(texts[::-1])
+    assert e2.computed == 0 and e2.cache_hits == 3
+    np.testing.assert_array_equal(v2, v[::-1])
+    assert e2._model is None  # nothing was loaded: every vector came from disk
+
+
+def test_empty_input():
+    e = Embedder(cache_dir=False, precision="fp32")
+    assert e.encode([]).shape == (0, 384)
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="CPU has no bf16 units")
+def test_bf16_matches_fp32_on_real_texts():
+    texts = [r["text"] for r in banking_slice("dev", ["card_arrival", "top_up_failed", "exchange_rate"], 20)]
+    a = Embedder(cache_dir=False, precision="fp32").encode(texts)
+    b = Embedder(cache_dir=False, precision="bf16").encode(texts)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() >= 0.99, cos.min()

@@ -9,10 +9,14 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.synthesize import GenerateConfig
+from evaluators.config import FilterConfig
+
 __all__ = [
     "ClassifierConfig",
     "DataConfig",
     "EmbedConfig",
+    "LoopConfig",
     "ReportConfig",
     "RunConfig",
     "StrictModel",
@@ -47,6 +51,9 @@ class DataConfig(StrictModel):
         False, description="Put training texts left out by --shots into the pool, without their labels."
     )
     pii_scrub: bool = Field(True, description="Scrub emails, phones, cards, IBANs and URLs from real texts.")
+    selection_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Share of dev kept apart (stratified) as the model-selection split."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -126,6 +133,31 @@ class ReportConfig(StrictModel):
     plots: bool = Field(True, description="Write PNG plots.")
 
 
+class LoopConfig(StrictModel):
+    """Rounds, stopping rules, and how synthetic data joins the real data."""
+
+    rounds: int = Field(2, ge=1, description="Most rounds of generate -> filter -> retrain.")
+    budget: int = Field(300, ge=0, description="Accepted synthetic texts per arm, over all rounds.")
+    token_budget: int | None = Field(None, ge=1, description="Stop once generation used this many tokens.")
+    money_budget: float | None = Field(None, gt=0, description="Stop when generation has cost this much.")
+    overgenerate: float = Field(
+        3.0, ge=1, description="Texts asked from the generator per accepted text wanted (filters drop many)."
+    )
+    patience: int = Field(1, ge=1, description="Stop after this many rounds without a selection-F1 gain.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest selection macro-F1 gain that counts.")
+    rollback: bool = Field(True, description="A round that lowers selection macro-F1 is not trained on.")
+    synthetic_weights: list[float] = Field(
+        default_factory=lambda: [0.1, 0.3, 0.5, 1.0],
+        description="Candidate sample weights of synthetic texts; the best on the selection split is used.",
+    )
+    balance: bool = Field(True, description="Rescale weights so each class keeps its real prior.")
+    max_synthetic_per_real: float = Field(
+        5.0, gt=0, description="Cap on synthetic texts per real training text of the same class."
+    )
+    robustness: bool = Field(True, description="Also measure perturbed-test metrics and an attack.")
+    attack_texts: int = Field(100, ge=0, description="Test texts attacked per evaluation.")
+
+
 class RunConfig(StrictModel):
     """Everything a run needs; saved as config.yaml in the run folder."""
 
@@ -134,6 +166,14 @@ class RunConfig(StrictModel):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="Target classifier.")
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig, description="Uncertainty.")
     report: ReportConfig = Field(default_factory=ReportConfig, description="Report and clustering.")
+    loop: LoopConfig = Field(default_factory=LoopConfig, description="Rounds and stopping rules.")
+    generate: GenerateConfig = Field(
+        default_factory=GenerateConfig, description="Planner, templates, LLM backend, sampling and prices."
+    )
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Filter chain: order and thresholds.")
+    arm: Literal["active", "untargeted", "real-only"] = Field(
+        "active", description="What this run does: targeted synthesis, uniform synthesis, or real data only."
+    )
     seed: int = Field(0, description="Global seed.")
 
     def to_yaml(self) -> str:

@@ -5,6 +5,8 @@ Roles, enforced here and relied on everywhere else:
 * ``train``: real labelled texts the classifier learns from (``shots`` samples K per class, seeded);
 * ``dev``: labelled, for uncertainty and model selection;
 * ``pool``: optional unlabelled texts, also scored for uncertainty;
+* ``select``: optional labelled share of dev kept apart for model selection (synthetic weight, rollback), so
+  choices made there stay honest when dev texts feed prompts; never given to a prompt or report;
 * ``test``: held out. It is a :class:`SealedSplit`: its texts are reachable only through
   :meth:`SealedSplit.reveal` with a declared purpose (final evaluation, the leakage guard), never through an
   attribute a prompt builder or report could read by accident.
@@ -65,8 +67,10 @@ class Split:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if self.role not in {"train", "dev", "pool"}:
-            raise ValueError(f"Split role must be train, dev or pool, not {self.role!r} (test is sealed)")
+        if self.role not in {"train", "dev", "pool", "select"}:
+            raise ValueError(
+                f"Split role must be train, dev, pool or select, not {self.role!r}; test is sealed"
+            )
         if self.labels is not None and len(self.labels) != len(self.texts):
             raise ValueError("texts and labels differ in length")
 
@@ -114,6 +118,7 @@ class Dataset:
     dev: Split
     test: SealedSplit
     pool: Split | None = None
+    select: Split | None = None
     info: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     pii: dict = field(default_factory=dict)
@@ -122,6 +127,8 @@ class Dataset:
         out = {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
         if self.pool is not None:
             out["pool"] = len(self.pool)
+        if self.select is not None:
+            out["select"] = len(self.select)
         return out
 
 
@@ -510,6 +517,12 @@ def load(cfg: DataConfig) -> Dataset:
         keep_ix, _ = stratified_split(dev.labels, [frac], seed=cfg.seed)
         dev = _subset(dev, keep_ix[: cfg.max_dev])
 
+    select_rows = None
+    if cfg.selection_fraction > 0:
+        assert dev.labels is not None
+        sel_ix, dev_ix = stratified_split(dev.labels, [cfg.selection_fraction], seed=cfg.seed + 1)
+        select_rows, dev = _subset(dev, sel_ix), _subset(dev, dev_ix)
+
     scrubber = PIIScrubber(enabled=cfg.pii_scrub)
 
     def mk(role: str, rows: _Rows) -> Split:
@@ -521,6 +534,7 @@ def load(cfg: DataConfig) -> Dataset:
         train=mk("train", train),
         dev=mk("dev", dev),
         pool=mk("pool", pool_rows) if pool_rows is not None else None,
+        select=mk("select", select_rows) if select_rows is not None else None,
         test=SealedSplit(test.texts, test.labels, test.source),
         info=info,
         warnings=warnings,

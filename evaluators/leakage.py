@@ -1,0 +1,92 @@
+"""Keep synthetic texts away from the held-out test set.
+
+Test texts never leave this module: they are revealed once (purpose ``"leakage_guard"``), held in a private
+attribute, and neither logged nor quoted; reasons carry only scores ("near a held-out test text
+(rougeL=0.82)").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from evaluators.rouge import RougeLIndex
+from evaluators.vectors import CosineIndex, embed
+
+__all__ = ["LeakageGuard"]
+
+log = logging.getLogger(__name__)
+
+
+def _texts_of(revealed) -> list[str]:
+    """Texts from ``SealedSplit.reveal`` ((texts, labels)), an object with ``.texts``, or a list of texts."""
+    if hasattr(revealed, "texts"):
+        return list(revealed.texts)
+    if isinstance(revealed, tuple) and len(revealed) == 2 and not isinstance(revealed[0], str):
+        return list(revealed[0])
+    return list(revealed)
+
+
+class LeakageGuard(Evaluator):
+    """Drop any candidate within ROUGE-L F ``> max_rouge`` or cosine ``> max_cosine`` of any test text.
+
+    The cosine check needs an embedder in the context; without one only ROUGE-L is checked (and the reason
+    says so). Without a test split every candidate is kept with code ``not_checked``.
+    """
+
+    name = "leakage"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        max_rouge: float = Field(
+            0.7, ge=0, le=1, description="Drop when ROUGE-L F to a test text exceeds this."
+        )
+        max_cosine: float = Field(
+            0.9, ge=-1, le=1, description="Drop when cosine to a test text exceeds this."
+        )
+        use_embeddings: bool = Field(True, description="Also check cosine (needs an embedder).")
+
+    def __init__(self, max_rouge: float = 0.7, max_cosine: float = 0.9, use_embeddings: bool = True) -> None:
+        self.max_rouge = max_rouge
+        self.max_cosine = max_cosine
+        self.use_embeddings = use_embeddings
+        self.__sealed_source: object | None = None
+        self.__texts: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"LeakageGuard(max_rouge={self.max_rouge}, max_cosine={self.max_cosine})"
+
+    def _test_texts(self, context: FilterContext) -> list[str]:
+        if context.test is None:
+            return []
+        if self.__sealed_source is not context.test:
+            self.__texts = _texts_of(context.test.reveal("leakage_guard"))
+            self.__sealed_source = context.test
+        return self.__texts
+
+    def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
+        tests = self._test_texts(context)
+        if not tests:
+            log.warning("leakage guard: no held-out test texts given; nothing checked")
+            return [self.keep("not_checked: no held-out test texts given") for _ in candidates]
+        texts = [c.text for c in candidates]
+        index = RougeLIndex(tests)
+        rouge, _ = index.max_scores(index.codec.encode_many(texts))
+        cosine = np.full(len(texts), np.nan)
+        if self.use_embeddings and context.embedder is not None and texts:
+            test_vecs = embed(context.embedder, tests)
+            cosine, _ = CosineIndex(test_vecs.shape[1], test_vecs).nearest(embed(context.embedder, texts))
+        checked = "rougeL" if np.isnan(cosine).all() else "rougeL and cosine"
+        out = []
+        for r, c in zip(rouge, cosine, strict=True):
+            shown = f"rougeL={r:.2f}" + ("" if np.isnan(c) else f", cosine={c:.3f}")
+            score = float(max(r, 0.0 if np.isnan(c) else c))
+            if r > self.max_rouge or (not np.isnan(c) and c > self.max_cosine):
+                out.append(self.drop(f"near_test: near a held-out test text ({shown})", score))
+            else:
+                out.append(self.keep(f"far_from_test: {checked} below limits ({shown})", score))
+        return out

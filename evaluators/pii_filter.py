@@ -1,0 +1,50 @@
+"""Drop (or scrub) generated texts that contain personal data, using ``agent.pii.PIIScrubber``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict
+
+__all__ = ["PIIFilter"]
+
+
+class PIIFilter(Evaluator):
+    """``mode="drop"`` drops texts with emails, URLs, IBANs, card or phone numbers; ``"scrub"`` keeps them
+    with the items replaced by typed placeholders (``[EMAIL]``), the form real texts already have."""
+
+    name = "pii"
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        mode: Literal["drop", "scrub"] = Field(
+            "drop", description="drop: reject texts with personal data; scrub: keep them with placeholders."
+        )
+
+    def __init__(self, mode: Literal["drop", "scrub"] = "drop") -> None:
+        if mode not in ("drop", "scrub"):
+            raise ValueError("mode must be 'drop' or 'scrub'")
+        self.mode = mode
+
+    def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
+        from agent.pii import PIIScrubber
+
+        scrubber = PIIScrubber()
+        out = []
+        for cand in candidates:
+            result = scrubber.scrub(cand.text)
+            if not result.counts:
+                out.append(self.keep("clean: no personal data found", 0.0))
+                continue
+            found = ", ".join(f"{n} {kind}" for kind, n in sorted(result.counts.items()))
+            total = float(sum(result.counts.values()))
+            if self.mode == "drop":
+                out.append(self.drop(f"personal_data: {found}", total))
+            else:
+                out.append(
+                    Decision(self.name, Verdict.KEEP, total, f"scrubbed: {found}", rewrite=result.text)
+                )
+        return out

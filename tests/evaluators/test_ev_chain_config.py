@@ -1,0 +1,181 @@
+"""The chain (every evaluator judges every candidate), FilterConfig and the report."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, registry
+from evaluators.chain import FilterChain, discover, filter_report
+from evaluators.config import DEFAULT_ORDER, FilterConfig
+from evaluators.pii_filter import PIIFilter
+from evaluators.quality import QualityRules
+from evaluators.rouge import RougeLFilter
+
+
+class ShoutFilter(Evaluator):
+    """A plugin for the tests: drops texts in capitals."""
+
+    name = "test_shout"
+
+    class Options(BaseModel):
+        model_config = {"extra": "forbid"}
+        min_upper: float = 0.8
+
+    def __init__(self, min_upper: float = 0.8) -> None:
+        self.min_upper = min_upper
+
+    def judge(self, candidates, context):
+        out = []
+        for c in candidates:
+            letters = [ch for ch in c.text if ch.isalpha()] or ["a"]
+            share = sum(ch.isupper() for ch in letters) / len(letters)
+            out.append(
+                self.drop("shouting: caps", share)
+                if share >= self.min_upper
+                else self.keep("calm: ok", share)
+            )
+        return out
+
+
+def cand(i, text, label="card_arrival", **kw):
+    return Candidate.from_record({"id": f"c{i}", "text": text, "label": label, **kw})
+
+
+def test_every_field_documented_and_strict():
+    def check(model: type[BaseModel], path: str) -> None:
+        assert model.model_config.get("extra") == "forbid", path
+        for name, field in model.model_fields.items():
+            assert field.description, f"{path}.{name} lacks a description"
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                check(ann, f"{path}.{name}")
+
+    check(FilterConfig, "FilterConfig")
+    with pytest.raises(ValidationError):
+        FilterConfig.model_validate({"rouge_l": {"max_f": 0.7, "typo": 1}})
+    with pytest.raises(ValidationError):
+        FilterConfig.model_validate({"colour": "red"})
+    with pytest.raises(ValidationError, match="unknown evaluator"):
+        FilterConfig(order=["quality", "nope"])
+    with pytest.raises(ValidationError, match="twice"):
+        FilterConfig(order=["quality", "quality"])
+    with pytest.raises(ValidationError):
+        FilterConfig.model_validate({"rouge_l": {"max_f": 1.5}})
+
+
+def test_option_defaults_equal_constructor_defaults():
+    discover()
+    for name in DEFAULT_ORDER:
+        cls = registry[name]
+        sig = inspect.signature(cls.__init__)
+        for field_name, field in cls.Options.model_fields.items():
+            assert sig.parameters[field_name].default == field.default, f"{name}.{field_name}"
+
+
+def test_overrides():
+    cfg = FilterConfig().with_overrides(**{"rouge_l.max_f": 0.8, "embedding_dedup.max_cosine": None})
+    assert cfg.rouge_l.max_f == 0.8 and cfg.embedding_dedup.max_cosine == 0.95
+    assert FilterChain.from_config(cfg).evaluators[DEFAULT_ORDER.index("rouge_l")].max_f == 0.8
+
+
+def test_plugin_registered_by_its_file():
+    assert registry["test_shout"] is ShoutFilter
+    cfg = FilterConfig(order=["test_shout", "rouge_l"], plugins={"test_shout": {"min_upper": 0.5}})
+    chain = FilterChain.from_config(cfg)
+    assert chain.order == ["test_shout", "rouge_l"] and chain.evaluators[0].min_upper == 0.5
+    with pytest.raises(ValidationError):
+        FilterConfig(order=["test_shout"], plugins={"test_shout": {"bogus": 1}})
+
+
+def test_chain_records_all_decisions_and_unusable():
+    chain = FilterChain([QualityRules(), ShoutFilter(), RougeLFilter()])
+    cands = [
+        cand(0, "Where is my new card?"),
+        cand(1, "WHERE IS MY NEW CARD?"),  # dropped by shout, then still judged by rouge
+        cand(2, "Here's a message: where is my card?"),
+        cand(3, "", status="unusable", reason="no list item found"),
+        cand(4, "Where is my new card?"),  # duplicate of c0
+    ]
+    out = chain.run(cands, FilterContext())
+    assert [r.accepted for r in out.results] == [True, False, False, False, False]
+    for r in out.results[:3] + out.results[4:]:
+        assert [d.evaluator for d in r.decisions] == ["quality", "test_shout", "rouge_l"]
+    assert out.results[3].decisions == [
+        Decision("parser", Verdict.DROP, None, "unusable: no list item found")
+    ]
+    # c1 was dropped before rouge_l: rouge_l still scored it (1.0 vs c0), but it never joined the references
+    assert out.results[1].decisions[2].verdict == Verdict.DROP
+    assert out.results[4].decisions[2].reason.endswith("candidate c0 of this batch")
+    rec = out.results[0].to_dict()
+    assert set(rec) == {"id", "accepted", "decisions"}
+    assert set(rec["decisions"][0]) == {"evaluator", "verdict", "score", "reason"}
+
+
+def test_review_policy_and_rewrites():
+    class Flag(Evaluator):
+        name = "test_flag"
+
+        def judge(self, candidates, context):
+            return [self.review("unsure: maybe") for _ in candidates]
+
+    cands = [cand(0, "mail me at jo@example.org about my card")]
+    accept = FilterChain([PIIFilter(mode="scrub"), Flag()], accept_review=True).run(cands, FilterContext())
+    reject = FilterChain([PIIFilter(mode="scrub"), Flag()], accept_review=False).run(cands, FilterContext())
+    assert accept.results[0].accepted and not reject.results[0].accepted
+    record = accept.results[0].accepted_record()
+    assert record["text"] == "mail me at [EMAIL] about my card" and record["review"] is True
+    assert cands[0].text == "mail me at jo@example.org about my card"  # input left alone
+    del registry["test_flag"]
+
+
+def test_report_counts_and_examples():
+    chain = FilterChain([QualityRules(), RougeLFilter()])
+    texts = ["Where is my card?"] * 4 + ["hi", "Sure, here you go", "How do I top up by card?"]
+    out = chain.run([cand(i, t) for i, t in enumerate(texts)], FilterContext())
+    rep = filter_report(out, round_index=2, examples=2)
+    assert rep["n_candidates"] == 7 and rep["n_accepted"] == 2 and rep["n_dropped"] == 5
+    assert rep["first_drops"] == {
+        "quality/too_short": 1,
+        "quality/meta_reply": 1,
+        "rouge_l/near_duplicate": 3,
+    }
+    assert sum(rep["first_drops"].values()) == rep["n_dropped"]
+    dup = next(r for r in rep["reasons"] if r["code"] == "near_duplicate")
+    assert dup["count"] == 3 and len(dup["examples"]) == 2
+    assert rep["by_evaluator"]["quality"] == {"keep": 5, "drop": 2}
+    assert rep["per_label"]["card_arrival"] == {"candidates": 7, "accepted": 2}
+
+
+def test_report_withholds_texts_near_test():
+    class Near(Evaluator):
+        name = "test_near"
+
+        def judge(self, candidates, context):
+            return [self.drop("near_test: near a held-out test text (rougeL=0.90)", 0.9) for _ in candidates]
+
+    out = FilterChain([Near()]).run([cand(0, "secret-ish text")], FilterContext())
+    rep = filter_report(out)
+    assert "secret-ish" not in str(rep)
+    del registry["test_near"]
+
+
+def test_chain_rejects_wrong_decision_count():
+    class Broken(Evaluator):
+        name = "test_broken"
+
+        def judge(self, candidates, context):
+            return []
+
+    with pytest.raises(RuntimeError, match="0 decisions for 1"):
+        FilterChain([Broken()]).run([cand(0, "Where is my card?")], FilterContext())
+    del registry["test_broken"]
+
+
+def test_candidate_record_validation():
+    with pytest.raises(ValueError, match="lacks label"):
+        Candidate.from_record({"id": "x", "text": "t"})
+    with pytest.raises(ValueError, match="strings"):
+        Candidate.from_record({"id": "x", "text": None, "label": "a"})

@@ -11,6 +11,7 @@ Both take texts: ``fit(texts, labels, sample_weight=None)``, ``predict_proba(tex
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -37,6 +38,20 @@ class Classifier(Protocol):
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
     def member_proba(self, texts: Sequence[str]) -> np.ndarray: ...
     def save(self, path: Path) -> None: ...
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Run small torch problems on ``n`` threads: on a busy 2-core machine, OpenMP threads that wait
+    for each other made a 0.5 s L-BFGS fit take minutes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -103,6 +118,11 @@ class HeadEnsemble:
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
         rng = np.random.default_rng(self.seed)
         self._params = []
+        with _torch_threads(1):
+            self._fit_heads(X, y, w, rng)
+        return self
+
+    def _fit_heads(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator) -> None:
         for k in range(self.n_heads):
             fit = self._fit_logistic if self.head == "logistic" else self._fit_mlp
             if k == 0 or not self.bootstrap:
@@ -115,7 +135,6 @@ class HeadEnsemble:
                     m = y == c
                     bw[m] *= m.sum() / bw[m].sum()
                 self._params.append(fit(X, y, w * bw, seed=self.seed + k))
-        return self
 
     def _fit_logistic(self, X, y, w, seed) -> dict[str, np.ndarray]:
         """Multinomial logistic regression, minimising sum_i w_i CE_i + ||W||^2 / (2C) with L-BFGS.

@@ -238,6 +238,303 @@ def print_summary(rep: dict, console) -> None:
     console.print(k)
 
 
+@app.command("run")
+def run_cmd(
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder (or comparison folder with --compare).")
+    ] = Path("runs/run"),
+    dataset: DatasetOpt = None,
+    data: DataOpt = None,
+    train: TrainOpt = None,
+    dev: DevOpt = None,
+    pool: PoolOpt = None,
+    test: TestOpt = None,
+    text_column: TextColOpt = "text",
+    label_column: LabelColOpt = "label",
+    shots: ShotsOpt = None,
+    seed: SeedOpt = 0,
+    pii_scrub: PiiOpt = True,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML run config; flags override it.")
+    ] = None,
+    budget: Annotated[int | None, typer.Option(help="Accepted synthetic texts per arm.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Most rounds.")] = None,
+    arm: Annotated[str, typer.Option(help="active, untargeted or real-only (without --compare).")] = "active",
+    compare: Annotated[bool, typer.Option("--compare", help="Run real-only, untargeted and active.")] = False,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds for --compare, e.g. 0,1,2.")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="LLM backend: local, openai or vllm.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Generator model (name, local path or served model).")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible server URL (backend openai).")
+    ] = None,
+    selection_fraction: Annotated[
+        float, typer.Option(help="Share of dev kept apart for model selection (honest choices).")
+    ] = 0.5,
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run or comparison in DIR.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """Run the active-synthesis loop (optionally against real-only and untargeted baselines)."""
+    _setup_logging(verbose)
+    import json as _json
+
+    from rich.console import Console
+
+    from agent.config import RunConfig, load_config
+    from agent.datasets import DataError
+    from agent.runs import Run, RunError
+
+    console = Console()
+    if resume is not None:
+        out = resume
+        meta = out / "comparison_config.json"
+        if meta.exists():
+            saved = _json.loads(meta.read_text())
+            cfg = RunConfig.model_validate(saved["config"])
+            seed_list, compare = saved["seeds"], True
+        else:
+            try:
+                cfg = Run.open(out).config
+            except RunError as e:
+                _fail(str(e))
+                return
+            seed_list = [cfg.seed]
+    else:
+        try:
+            cfg = load_config(config) if config else None
+        except Exception as e:  # noqa: BLE001 - one line for any config problem
+            _fail(f"{config}: {str(e).splitlines()[0]}")
+            return
+        if cfg is None or dataset or data or train:
+            dcfg = data_config(
+                dataset, data, train, dev, pool, test, text_column, label_column, shots, seed, pii_scrub
+            )
+            dcfg.selection_fraction = selection_fraction
+            cfg = RunConfig(data=dcfg) if cfg is None else cfg.model_copy(update={"data": dcfg})
+        cfg = _apply_flags(cfg, seed, budget, rounds, arm, backend, model, base_url)
+        seed_list = [int(x) for x in seeds.split(",")] if seeds else [seed]
+    try:
+        if compare:
+            from agent.loop import compare_arms
+
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "comparison_config.json").write_text(
+                _json.dumps({"config": cfg.model_dump(mode="json"), "seeds": seed_list}, indent=2)
+            )
+            with console.status("starting") as status:
+                data_ = compare_arms(out, cfg, seed_list, progress=_progress(console, status))
+            _print_comparison(data_, console)
+            console.print(f"\nComparison: [bold]{out / 'comparison.md'}[/]  plot: {out / 'comparison.png'}")
+        else:
+            from agent.loop import run_loop
+
+            run = Run.create(out, cfg, command=sys.argv)
+            with run.lock(), console.status("starting") as status:
+                summary = run_loop(run, _progress(console, status))
+            _print_summary_rounds(summary, console)
+    except (DataError, RunError, ValueError) as e:
+        _fail(str(e).splitlines()[0])
+
+
+def _progress(console, status):
+    def progress(msg: str) -> None:
+        status.update(msg)
+        console.log(msg)
+
+    return progress
+
+
+def _apply_flags(cfg, seed, budget, rounds, arm, backend, model, base_url):
+    from pydantic import ValidationError
+
+    try:
+        data = cfg.model_dump()
+        data["seed"] = seed
+        data["arm"] = arm
+        if budget is not None:
+            data["loop"]["budget"] = budget
+        if rounds is not None:
+            data["loop"]["rounds"] = rounds
+        if backend is not None or model is not None or base_url is not None:
+            b = dict(data["generate"]["backend"])
+            if backend is not None and backend != b.get("kind"):
+                b = {"kind": backend}
+            if model is not None:
+                b["model"] = model
+            if base_url is not None:
+                b["base_url"] = base_url
+            data["generate"]["backend"] = b
+        return type(cfg).model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        _fail(f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
+
+
+def _print_summary_rounds(summary: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{summary['arm']} run: stopped on {summary['stop_reason']}")
+    for col in ("round", "synthetic", "weight", "test acc", "test macro-F1", "selection F1", "rolled back"):
+        t.add_column(col)
+    for h in summary["rounds"]:
+        t.add_row(
+            str(h["round"]),
+            str(h.get("accepted_total", 0)),
+            str(h.get("weight")),
+            f"{h['test_accuracy']:.4f}",
+            f"{h['test_macro_f1']:.4f}",
+            f"{h['selection_macro_f1']:.4f}",
+            str(h.get("rolled_back", False)),
+        )
+    console.print(t)
+
+
+def _print_comparison(data: dict, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"Test metrics over seeds {data['seeds']} (points, mean ± sd)")
+    for col in ("arm", "accuracy", "Δ vs real-only", "macro-F1", "synthetic", "tokens", "seconds"):
+        t.add_column(col)
+    for arm, row in data["table"].items():
+
+        def f(d):
+            return f"{100 * d['mean']:.2f} ± {100 * d['sd']:.2f}"
+
+        delta = f(row["delta_accuracy_vs_real"]) if "delta_accuracy_vs_real" in row else "—"
+        t.add_row(
+            arm,
+            f(row["accuracy"]),
+            delta,
+            f(row["macro_f1"]),
+            f"{row['synthetic_used']['mean']:.0f}",
+            f"{row['tokens']['mean']:.0f}",
+            f"{row['seconds']['mean']:.0f}",
+        )
+    console.print(t)
+
+
+@app.command("runs")
+def runs_cmd(
+    root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+) -> None:
+    """List runs under a folder: dataset, arm, state, rounds, final test accuracy."""
+    import json as _json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"Runs under {root}")
+    for col in ("run", "dataset", "arm", "state", "rounds", "test acc", "synthetic"):
+        t.add_column(col, overflow="fold")
+    for rj in sorted(root.glob("**/run.json")):
+        path = rj.parent
+        try:
+            rec = _json.loads(rj.read_text())
+            import yaml
+
+            cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        except Exception:  # noqa: BLE001 - a broken folder is listed as such
+            t.add_row(str(path), "?", "?", "unreadable", "", "", "")
+            continue
+        summ = path / "summary.json"
+        acc, syn = "", ""
+        if summ.exists():
+            s = _json.loads(summ.read_text())
+            acc, syn = f"{s['final']['test']['accuracy']:.4f}", str(s["synthetic_used"])
+        elif rec.get("rounds"):
+            acc = f"{rec['rounds'][-1].get('test_accuracy', 0):.4f}"
+        ds = (cfg.get("data") or {}).get("dataset") or "files"
+        rounds = len(list(path.glob("round-[0-9][0-9]")))
+        t.add_row(str(path), ds, cfg.get("arm", "active"), rec.get("state", "?"), str(rounds), acc, syn)
+    Console().print(t)
+
+
+@app.command("compare")
+def compare_cmd(
+    a: Annotated[Path, typer.Argument(help="First run folder.")],
+    b: Annotated[Path, typer.Argument(help="Second run folder.")],
+) -> None:
+    """Compare two finished runs: final test metrics and robustness side by side."""
+    import json as _json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    def load(p: Path) -> dict:
+        f = p / "summary.json"
+        if not f.exists():
+            _fail(f"{p}: no summary.json (the run has not finished)")
+        return _json.loads(f.read_text())
+
+    sa, sb = load(a), load(b)
+    t = Table(title="Run comparison (test split)")
+    for col in ("metric", str(a), str(b), "Δ (b − a)"):
+        t.add_column(col, overflow="fold")
+    for key in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece"):
+        va, vb = sa["final"]["test"][key], sb["final"]["test"][key]
+        t.add_row(key, f"{va:.4f}", f"{vb:.4f}", f"{vb - va:+.4f}")
+    for key in ("synthetic_used", "tokens", "seconds"):
+        t.add_row(key, f"{sa[key]:.0f}", f"{sb[key]:.0f}", f"{sb[key] - sa[key]:+.0f}")
+    if "robustness" in sa["final"] and "robustness" in sb["final"]:
+        for kind in ("typos", "casing", "drop_words"):
+            va, vb = sa["final"]["robustness"][kind]["accuracy"], sb["final"]["robustness"][kind]["accuracy"]
+            t.add_row(f"accuracy with {kind}", f"{va:.4f}", f"{vb:.4f}", f"{vb - va:+.4f}")
+        va = sa["final"]["robustness"]["attack"]["success_rate"]
+        vb = sb["final"]["robustness"]["attack"]["success_rate"]
+        t.add_row("attack success rate", f"{va:.3f}", f"{vb:.3f}", f"{vb - va:+.3f}")
+    Console().print(t)
+
+
+@app.command("predict")
+def predict_cmd(
+    texts: Annotated[Path, typer.Argument(help="CSV/TSV/JSONL/Parquet file of texts.")],
+    run: Annotated[Path, typer.Option("--run", help="Run folder whose final (or latest) model to use.")],
+    text_column: TextColOpt = "text",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write predictions as CSV here.")
+    ] = None,
+) -> None:
+    """Classify texts with a run's trained classifier."""
+    import csv
+
+    from rich.console import Console
+
+    from agent.classifier import load_classifier
+    from agent.datasets import DataError, read_table
+    from agent.runs import Run, RunError
+
+    try:
+        r = Run.open(run)
+        model_dir = run / "export" / "model"
+        if not (model_dir / "classifier.json").exists():
+            latest = r.latest_round()
+            if latest is None:
+                raise RunError(f"{run}: no trained model yet")
+            model_dir = r.round_dir(latest) / "model"
+        clf = load_classifier(model_dir, r.embedder())
+        rows = read_table(texts, text_column, None)
+    except (DataError, RunError) as e:
+        _fail(str(e))
+        return
+    proba = clf.predict_proba(rows.texts)
+    labels = [clf.classes_[i] for i in proba.argmax(axis=1)]
+    conf = proba.max(axis=1)
+    if output:
+        with open(output, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label", "confidence"])
+            w.writerows(zip(rows.texts, labels, (f"{c:.4f}" for c in conf), strict=True))
+        Console().print(f"wrote {len(labels)} predictions to {output}")
+    else:
+        for t, lab, c in zip(rows.texts, labels, conf, strict=True):
+            print(f"{lab}\t{c:.3f}\t{t}")
+
+
 def _register_optional() -> None:
     """Commands contributed by other stages register themselves here."""
     import importlib

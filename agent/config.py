@@ -156,6 +156,9 @@ class LoopConfig(StrictModel):
     )
     robustness: bool = Field(True, description="Also measure perturbed-test metrics and an attack.")
     attack_texts: int = Field(100, ge=0, description="Test texts attacked per evaluation.")
+    robustness_texts: int | None = Field(
+        1000, ge=1, description="Seeded sample of test texts perturbed for robustness (None: all)."
+    )
 
 
 class RunConfig(StrictModel):
@@ -170,7 +173,9 @@ class RunConfig(StrictModel):
     generate: GenerateConfig = Field(
         default_factory=GenerateConfig, description="Planner, templates, LLM backend, sampling and prices."
     )
-    filter: FilterConfig = Field(default_factory=FilterConfig, description="Filter chain: order and thresholds.")
+    filter: FilterConfig = Field(
+        default_factory=FilterConfig, description="Filter chain: order and thresholds."
+    )
     arm: Literal["active", "untargeted", "real-only"] = Field(
         "active", description="What this run does: targeted synthesis, uniform synthesis, or real data only."
     )

@@ -114,10 +114,16 @@ def select_weight(
 
 
 def evaluate(
-    clf, ds: Dataset, embedder, robustness: bool = True, attack_texts: int = 100, seed: int = 0
+    clf,
+    ds: Dataset,
+    embedder,
+    robustness: bool = True,
+    attack_texts: int = 100,
+    seed: int = 0,
+    robustness_texts: int | None = 1000,
 ) -> dict:
     """Test metrics (accuracy, macro P/R/F1, per-class F1, ECE), selection metrics and the dev–test gap,
-    and optionally robustness on perturbed test copies and a greedy attack."""
+    and optionally robustness on perturbed copies of (a seeded sample of) the test set and a greedy attack."""
     from evaluators.classification import classification_metrics
 
     split = _selection_split(ds)
@@ -140,7 +146,12 @@ def evaluate(
 
         plain._model = embedder._load()  # share the loaded model; perturbed texts stay out of the cache
         plain._dim = embedder.dim
-        out["robustness"] = robustness_metrics(proba_fn, texts, labels, clf.classes_, seed, attack_texts)
+        r_texts, r_labels = texts, labels
+        if robustness_texts and len(texts) > robustness_texts:
+            pick = np.sort(np.random.default_rng(seed).choice(len(texts), robustness_texts, replace=False))
+            r_texts, r_labels = [texts[i] for i in pick], [labels[i] for i in pick]
+        out["robustness"] = robustness_metrics(proba_fn, r_texts, r_labels, clf.classes_, seed, attack_texts)
+        out["robustness"]["n_texts"] = len(r_texts)
     return out
 
 
@@ -250,7 +261,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
         if not (rdir / "uncertainty_report.json").exists():
             say(f"round {n}: uncertainty report")
             report_round(run, n, ds, say, classifier=clf)
-        before = evaluate(clf, ds, embedder, lc.robustness and n == 1, lc.attack_texts, cfg.seed)
+        before = evaluate(clf, ds, embedder, False)
         if n == 1:
             best_sel = before["selection"]["macro_f1"]
             history.append(
@@ -310,7 +321,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
             best_sel = max(best_sel or sel_f1, sel_f1)
 
         t = time.perf_counter()
-        after = evaluate(clf, ds, embedder, lc.robustness and n == lc.rounds, lc.attack_texts, cfg.seed)
+        after = evaluate(clf, ds, embedder, False)
         t_eval = time.perf_counter() - t
         entry = {
             "round": n,
@@ -335,7 +346,8 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
             stop_reason = "selection macro-F1 plateau"
             break
 
-    final = evaluate(clf, ds, embedder, lc.robustness, lc.attack_texts, cfg.seed)
+    say("final evaluation on the held-out test split" + (" (with robustness)" if lc.robustness else ""))
+    final = evaluate(clf, ds, embedder, lc.robustness, lc.attack_texts, cfg.seed, lc.robustness_texts)
     clf.save(run.path / "export" / "model")
     _save_json(run.path / "export" / "synthetic.json", kept)
     summary = {

@@ -12,6 +12,7 @@ from agent.pii import PIIScrubber, iban_ok, luhn_ok, scrub
         ("IBAN GB82 WEST 1234 5698 7654 32 please", "IBAN [IBAN] please", "IBAN"),
         ("call me on +44 20 7946 0958", "call me on [PHONE]", "PHONE"),
         ("ring 555-123-4567 today", "ring [PHONE] today", "PHONE"),
+        ("mobile +44 7700 900123 please", "mobile [PHONE] please", "PHONE"),
     ],
 )
 def test_scrubs_each_kind(text, expected, kind):
@@ -28,6 +29,7 @@ def test_scrubs_each_kind(text, expected, kind):
         "card 1234 5678 9012 3456 fails luhn",  # not a valid card number
         "I paid 25.50 on 12/03/2020 at 10:30",
         "my top-up of 1000 GBP failed",
+        "on 2023-01-15 I paid 20.00 and 1,250.75 later",
         "GB00WEST12345698765432 is not a valid IBAN",
     ],
 )

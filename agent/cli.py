@@ -418,6 +418,54 @@ def _print_comparison(data: dict, console) -> None:
     console.print(t)
 
 
+@app.command("efficiency")
+def efficiency_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the runs, efficiency.json and the plot.")],
+    dataset: DatasetOpt = "banking77",
+    shots: Annotated[str, typer.Option(help="Comma-separated shot counts.")] = "5,10,20",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    budget: Annotated[int | None, typer.Option(help="Accepted synthetic texts per run.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Most rounds.")] = None,
+    model: Annotated[str | None, typer.Option(help="Generator model.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """Real-only vs active at several shot counts: how many real labels per class synthesis is worth."""
+    _setup_logging(verbose)
+    from rich.console import Console
+    from rich.table import Table
+
+    from agent.config import RunConfig
+    from agent.loop import efficiency
+
+    console = Console()
+    dcfg = data_config(dataset=dataset, shots=1)
+    dcfg.selection_fraction = 0.5
+    cfg = _apply_flags(RunConfig(data=dcfg), 0, budget, rounds, "active", None, model, None)
+    with console.status("starting") as status:
+        res = efficiency(
+            out,
+            cfg,
+            [int(x) for x in shots.split(",")],
+            [int(x) for x in seeds.split(",")],
+            progress=_progress(console, status),
+        )
+    t = Table(title="Data efficiency (test accuracy)")
+    for col in (
+        "shots",
+        "real-only",
+        "active",
+        "real shots needed to match",
+        "synthesis worth (shots/class)",
+    ):
+        t.add_column(col)
+    for k, w in res["worth"].items():
+        eq = "beyond range" if w["equivalent_real_shots"] is None else f"{w['equivalent_real_shots']:.1f}"
+        worth = "—" if w["worth_shots"] is None else f"{w['worth_shots']:+.1f}"
+        t.add_row(k, f"{w['real_only_accuracy']:.4f}", f"{w['active_accuracy']:.4f}", eq, worth)
+    console.print(t)
+    console.print(f"plot: {out / 'efficiency.png'}")
+
+
 @app.command("runs")
 def runs_cmd(
     root: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),

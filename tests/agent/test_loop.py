@@ -65,9 +65,11 @@ def test_cap_and_round_robin():
 
 def test_loop_runs_rounds_and_resumes_without_new_calls(tmp_path, small_files, embed_cache):
     fake, backend = _backend(tmp_path)
-    run = Run.create(tmp_path / "run", _config(small_files, embed_cache))
+    run = Run.create(tmp_path / "run", _config(small_files, embed_cache, patience=5))
     summary = run_loop(run, backend=backend)
     assert summary["rounds"][0]["stage"] == "real-only"
+    r2 = json.loads((run.round_dir(2) / "generation_record.json").read_text())
+    assert r2["cache_hits"] < r2["samples"]  # round 2 asks new questions, not round 1's again
     assert 0 < summary["synthetic_used"] <= 16
     assert fake.calls > 0
     r1 = run.round_dir(1)

@@ -1,0 +1,22 @@
+"""``python -m agent.chat.worker RUN_FOLDER``: run (or resume) one run's loop in the background."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    if len(args) != 1:
+        print("usage: python -m agent.chat.worker RUN_FOLDER", file=sys.stderr)
+        return 2
+    from agent.chat.manager import work
+
+    state = work(Path(args[0]))
+    print(f"run finished: {state}")
+    return 0 if state in ("done", "stopped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -587,7 +587,7 @@ def _register_optional() -> None:
     """Commands contributed by other stages register themselves here."""
     import importlib
 
-    for mod in ("agent.cli_generate", "agent.cli_filter"):
+    for mod in ("agent.cli_generate", "agent.cli_filter", "agent.cli_chat"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:

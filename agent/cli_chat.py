@@ -68,6 +68,7 @@ def chat_cmd(root: RootOpt = Path("runs")) -> None:
             time.sleep(0.05)
     finally:
         stop.set()
+        session.box.manager.shutdown()  # runs started here stop (resumable with /resume)
 
 
 def serve_cmd(

@@ -143,7 +143,7 @@ class LoopConfig(StrictModel):
     overgenerate: float = Field(
         3.0, ge=1, description="Texts asked from the generator per accepted text wanted (filters drop many)."
     )
-    patience: int = Field(1, ge=1, description="Stop after this many rounds without a selection-F1 gain.")
+    patience: int = Field(2, ge=1, description="Stop after this many rounds without a selection-F1 gain.")
     min_delta: float = Field(0.0, ge=0, description="Smallest selection macro-F1 gain that counts.")
     rollback: bool = Field(True, description="A round that lowers selection macro-F1 is not trained on.")
     synthetic_weights: list[float] = Field(
@@ -153,6 +153,10 @@ class LoopConfig(StrictModel):
     balance: bool = Field(True, description="Rescale weights so each class keeps its real prior.")
     max_synthetic_per_real: float = Field(
         5.0, gt=0, description="Cap on synthetic texts per real training text of the same class."
+    )
+    approval_gate: bool = Field(
+        False,
+        description="Wait for a human to approve each round's accepted batch (chat/web) before retraining.",
     )
     robustness: bool = Field(True, description="Also measure perturbed-test metrics and an attack.")
     attack_texts: int = Field(100, ge=0, description="Test texts attacked per evaluation.")

@@ -256,7 +256,14 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
 
     # Round 1's model: real data only. It is also the real-only baseline of this run.
     clf = build_classifier(cfg.classifier, embedder).fit(ds.train.texts, ds.train.labels)
+    from agent.chat.control import apply_overrides, is_approved, should_stop, wait_while_paused
+
     for n in range(1, lc.rounds + 1):
+        if should_stop(run) or not wait_while_paused(run):
+            stop_reason = "stopped by the user"
+            break
+        cfg = apply_overrides(run)  # budget or thresholds changed from chat apply from the next round
+        run.config, lc = cfg, cfg.loop
         rdir = run.round_dir(n, create=True)
         if not (rdir / "uncertainty_report.json").exists():
             say(f"round {n}: uncertainty report")
@@ -296,6 +303,17 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
         accepted = _read_jsonl(rdir / "accepted.jsonl")
         new = _round_robin(accepted, quota)
         t_filter = time.perf_counter() - t
+        if lc.approval_gate:
+            say(f"round {n}: waiting for approval of {len(new)} accepted texts (/approve {n} or /reject {n})")
+            while is_approved(run, n) is None:
+                if should_stop(run):
+                    break
+                time.sleep(1.0)
+            if is_approved(run, n) is not True:
+                say(f"round {n}: batch rejected; not trained on")
+                for r in new:
+                    r["rejected_by_user"] = True
+                new = []
 
         t = time.perf_counter()
         say(f"round {n}: retraining with {len(kept) + len(new)} synthetic texts (choosing the weight)")

@@ -12,7 +12,8 @@ __all__ = ["HELP", "run_command"]
 HELP = """Commands (RUN defaults to the current run):
   /runs                                   list runs
   /use RUN                                make RUN the current run
-  /start DATASET [--shots K] [--budget N] [--rounds R] [--arm active|untargeted|real-only] [--seed S] [--id NAME]
+  /start DATASET [--shots K] [--budget N] [--rounds R] [--arm active|untargeted|real-only]
+         [--seed S] [--id NAME]
   /start --config FILE.yaml [--id NAME]   start from a config file in the run store
   /status [RUN]                           state and latest progress
   /report [RUN] [--round N]               uncertainty report
@@ -128,7 +129,7 @@ def _set(box, pos, opts, body):
     for p in pos:
         key, eq, val = p.partition("=")
         if not eq:
-            return "usage: /set KEY=VALUE ... e.g. /set loop.budget=50 filter.rouge_l.max_rouge=0.8"
+            return "usage: /set KEY=VALUE ... e.g. /set loop.budget=50 filter.rouge_l.max_f=0.8"
         changes[key] = _value(val)
     return box.call("set_config", {**args, "changes": changes})
 

@@ -2,8 +2,8 @@
 an OpenAI-compatible chat model when one is configured, and get configuration help otherwise.
 
 Configuration (environment only; the key itself is never stored or shown):
-``ACTIVESYNTH_CHAT_BASE_URL``, ``ACTIVESYNTH_CHAT_MODEL`` and ``ACTIVESYNTH_CHAT_API_KEY_ENV`` (the name of the
-variable holding the key, default ``OPENAI_API_KEY``).
+``ACTIVESYNTH_CHAT_BASE_URL``, ``ACTIVESYNTH_CHAT_MODEL`` and ``ACTIVESYNTH_CHAT_API_KEY_ENV`` (the name
+of the variable holding the key, default ``OPENAI_API_KEY``).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class EditPromptArgs(RunArg):
 class SetConfigArgs(RunArg):
     changes: dict[str, int | float | str | bool | None] = Field(
         description="Dotted config keys and values for the next round, e.g. {'loop.budget': 50, "
-        "'filter.rouge_l.max_rouge': 0.8}; validated against the strict run config."
+        "'filter.rouge_l.max_f': 0.8}; validated against the strict run config."
     )
 
 
@@ -199,7 +199,7 @@ class ToolBox:
                 continue
             lines.append(
                 f"{r['id']} | {r['dataset']} | {r['arm']} | {r['state']} | {r['rounds']} | "
-                f"{_pct(r['test_accuracy'])} | {r['synthetic_used'] if r['synthetic_used'] is not None else ''}"
+                f"{_pct(r['test_accuracy'])} | {'' if r['synthetic_used'] is None else r['synthetic_used']}"
             )
         return "\n".join(lines)
 
@@ -243,7 +243,8 @@ class ToolBox:
         how = self.manager.launch(run.path)
         self.current = rid
         return (
-            f"run {rid}: {how}; {cfg.arm}, dataset {cfg.data.dataset or 'files'}, shots {cfg.data.shots}, "
+            f"run {rid}: {how}; {cfg.arm}, dataset {cfg.data.dataset or 'files'}, "
+            f"shots {cfg.data.shots or 'all'}, "
             f"budget {cfg.loop.budget}, rounds {cfg.loop.rounds}. Follow it with /status."
         )
 
@@ -320,7 +321,8 @@ class ToolBox:
         rid = self._run_id(a.run_id)
         s = self.store.samples(rid, a.kind, a.round, a.label, a.limit)
         lines = [
-            f"{rid} round {s['round']}: {s['counts']['accepted']} accepted, {s['counts']['rejected']} rejected; "
+            f"{rid} round {s['round']}: {s['counts']['accepted']} accepted, "
+            f"{s['counts']['rejected']} rejected; "
             f"showing {len(s['samples'])} of {s['total']} {a.kind}"
         ]
         for r in s["samples"]:

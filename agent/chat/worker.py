@@ -11,8 +11,15 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m agent.chat.worker RUN_FOLDER", file=sys.stderr)
         return 2
+    import signal
+
+    from agent.chat.control import StopRequested
     from agent.chat.manager import work
 
+    def on_term(signum, frame):  # a terminated worker records the run as stopped
+        raise StopRequested
+
+    signal.signal(signal.SIGTERM, on_term)
     state = work(Path(args[0]))
     print(f"run finished: {state}")
     return 0 if state in ("done", "stopped") else 1

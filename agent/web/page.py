@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - HTML and JavaScript
 """The dashboard page (HTML + script, no external assets). Data texts are inserted with ``textContent``
 only, never as HTML."""
 
@@ -126,7 +127,8 @@ function render(v) {
   if (st.overrides && Object.keys(st.overrides).length) lines.push('next round: ' + JSON.stringify(st.overrides));
   if (st.approvals && Object.keys(st.approvals).length) lines.push('batch decisions: ' + JSON.stringify(st.approvals));
   (st.events || []).forEach(e => lines.push(`${e.ts.slice(11, 19)} ${e.round ? 'r' + e.round + ' ' : ''}${e.stage}: ${e.message}`));
-  $('status').textContent = lines.join('\n');
+  const box = $('status'); const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+  box.textContent = lines.join('\n'); if (atEnd) box.scrollTop = box.scrollHeight;
   drawCurves(v.curves);
   table('rounds', [['round', r => r.round], ['stage', r => r.stage], ['synthetic', r => r.accepted_total],
                    ['weight', r => r.weight], ['test acc', r => r.test_accuracy], ['macro-F1', r => r.test_macro_f1],
@@ -165,10 +167,15 @@ async function refresh() {
     if (r.current && r.current !== current && ids.includes(r.current) && !current) current = r.current;
     if (r.current && ids.includes(r.current) && sel.dataset.follow !== 'no') current = r.current;
     if (!current && ids.length) current = ids[0];
-    if (Array.from(sel.options).map(o => o.value).join('|') !== ids.join('|')) {
-      sel.replaceChildren(); r.runs.forEach(x => sel.appendChild(new Option(x.id + ' [' + (x.state || '') + ']', x.id)));
+    const labels = r.runs.map(x => x.id + ' [' + (x.state || '') + ']');
+    if (Array.from(sel.options).map(o => o.text).join('|') !== labels.join('|')) {
+      sel.replaceChildren(); r.runs.forEach((x, i) => sel.appendChild(new Option(labels[i], x.id)));
     }
-    if (current) { sel.value = current; render(await api('/api/run?id=' + enc(current))); }
+    if (current) {
+      const id = current; sel.value = id;
+      const view = await api('/api/run?id=' + enc(id));
+      if (id === current) render(view);  // a slower answer for a run no longer selected is dropped
+    }
   } catch (e) { $('status').textContent = 'error: ' + e; }
 }
 $('send').onclick = send;

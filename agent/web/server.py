@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import json
 import threading
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -65,7 +64,8 @@ def make_server(
 
     if host not in LOOPBACK and not token:
         raise ServeError(
-            f"refusing to listen on {host} without an access token: pass --token or set ACTIVESYNTH_SERVE_TOKEN"
+            f"refusing to listen on {host} without an access token: "
+            "pass --token or set ACTIVESYNTH_SERVE_TOKEN"
         )
     session = session or ChatSession(root)
     store = session.store

@@ -219,3 +219,24 @@ def test_tiny_loop_with_the_real_local_model(tmp_path, small_files, embed_cache)
     assert len(decisions) == len(cands)  # every candidate has its decisions, none dropped silently
     assert summary["synthetic_used"] <= 4
     assert summary["final"]["test"]["accuracy"] > 0.5
+
+
+def test_chat_controls_reach_the_loop(tmp_path, small_files, embed_cache):
+    from agent.chat.control import request_stop, set_approval, set_overrides
+
+    _, backend = _backend(tmp_path)
+    run = Run.create(
+        tmp_path / "gate", _config(small_files, embed_cache, rounds=1, robustness=False, approval_gate=True)
+    )
+    set_approval(run, 1, False)  # a human rejected round 1's batch
+    summary = run_loop(run, backend=backend)
+    assert summary["rounds"][1]["used"] == 0 and summary["synthetic_used"] == 0
+
+    run2 = Run.create(tmp_path / "budget", _config(small_files, embed_cache, rounds=1, robustness=False))
+    set_overrides(run2, {"loop": {"budget": 3}})  # changed from chat before the round
+    assert run_loop(run2, backend=backend)["synthetic_used"] <= 3
+
+    run3 = Run.create(tmp_path / "stop", _config(small_files, embed_cache, rounds=2, robustness=False))
+    request_stop(run3)
+    s3 = run_loop(run3, backend=backend)
+    assert s3["stop_reason"] == "stopped by the user" and s3["synthetic_used"] == 0

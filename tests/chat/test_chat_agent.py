@@ -18,8 +18,6 @@ from agent.chat.manager import RunManager  # noqa: E402
 from agent.chat.session import SYSTEM_PROMPT, ChatSession, model_from_env  # noqa: E402
 from agent.runs import Run  # noqa: E402
 
-from .conftest import INJECTION  # noqa: E402
-
 
 class ScriptedChat(BaseChatModel):
     """Answers from a script: each user turn maps to the tool calls to make; after tool results it replies

@@ -11,8 +11,7 @@ from agent.chat.manager import RunManager, is_busy
 from agent.chat.session import NO_MODEL, ChatSession
 from agent.chat.store import RunStore, StoreError
 from agent.runs import Run
-
-from .conftest import INJECTION
+from tests.chat.conftest import INJECTION
 
 
 def _session(root, **kw):
@@ -128,11 +127,66 @@ def test_start_runs_in_background_and_stops(store_copy):
 
 
 def test_worker_process(store_copy):
-    """The default manager runs the loop in a separate process (``python -m agent.chat.worker``)."""
+    """The default manager runs the loop in a separate process (``python -m agent.chat.worker``); a
+    terminated worker records the run as stopped, and /resume continues it in a new process."""
+    import time
+
     s = ChatSession(store_copy, manager=RunManager(mode="process"), model=None)
     out = s.handle("/start --config tiny.yaml --id proc --arm real-only")
     assert "started (pid" in out
-    s.box.manager.wait(store_copy / "proc", 120)
     run = Run.open(store_copy / "proc")
-    assert run.record()["state"] == "done", (store_copy / "proc" / "worker.log").read_text()[-2000:]
+    control.request_pause(run)  # usually lands before the first stage; the run may also just finish
+    deadline = time.time() + 60
+    while run.record()["state"] not in ("paused", "done") and time.time() < deadline:
+        time.sleep(0.2)
+    if run.record()["state"] == "paused":
+        assert s.box.manager.kill(run.path)
+        assert run.record()["state"] == "stopped" and not is_busy(run.path)
+        assert "started (pid" in s.handle("/resume proc")
+    s.box.manager.wait(run.path, 120)
+    log = (store_copy / "proc" / "worker.log").read_text()[-2000:]
+    assert run.record()["state"] == "done", log
     assert [e for e in run.events() if e["stage"] == "start"][0]["message"].startswith("worker pid")
+
+
+def test_pause_holds_the_worker_until_resumed(store_copy, small_files, embed_cache):
+    import time
+
+    from agent.config import RunConfig
+    from tests.chat.conftest import tiny_config
+
+    run = Run.create(
+        store_copy / "pz", RunConfig.model_validate(tiny_config(small_files, embed_cache, budget=0))
+    )
+    control.request_pause(run)
+    s = _session(store_copy)
+    s.box.manager.launch(run.path)
+    deadline = time.time() + 30
+    while run.record()["state"] != "paused" and time.time() < deadline:
+        time.sleep(0.1)
+    assert run.record()["state"] == "paused" and is_busy(run.path)
+    assert "resumed" in s.handle("/resume pz")
+    s.box.manager.wait(run.path, 60)
+    assert run.record()["state"] == "done"
+
+
+def test_filter_thresholds_for_the_next_round(store_copy):
+    s = _session(store_copy)
+    assert "next round uses" in s.handle("/set filter.rouge_l.max_f=0.8 filter.label_agreement.min_prob=0.2")
+    cfg = control.apply_overrides(Run.open(store_copy / "tiny"))
+    assert cfg.filter.rouge_l.max_f == 0.8 and cfg.filter.label_agreement.min_prob == 0.2
+
+
+def test_comparison_folder_curves_per_arm(store_copy):
+    import shutil
+
+    for arm in ("active", "real-only"):
+        shutil.copytree(store_copy / "tiny", store_copy / "cmp" / "seed-0" / arm)
+    (store_copy / "cmp" / "comparison.json").write_text(json.dumps({"table": {"active": {}}}))
+    st = RunStore(store_copy)
+    assert {"id": "cmp", "kind": "comparison", "state": "done"} in st.list_runs()
+    assert "cmp/seed-0/active" in [r["id"] for r in st.list_runs()]
+    curves = st.curves("cmp")
+    assert [s["name"] for s in curves["series"]] == ["seed-0/active", "seed-0/real-only"]
+    assert all(len(s["points"]) == 2 for s in curves["series"]) and curves["table"] == {"active": {}}
+    assert "accuracy" in _session(store_copy).handle("/compare cmp/seed-0/active cmp/seed-0/real-only")

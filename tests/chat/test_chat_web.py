@@ -16,7 +16,7 @@ from agent.chat.manager import RunManager
 from agent.chat.session import ChatSession
 from agent.web.server import ServeError, make_server
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("ACTIVESYNTH_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(
     os.environ.get(
         "ACTIVESYNTH_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "runs" / "test-artifacts"

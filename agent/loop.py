@@ -256,10 +256,18 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
 
     # Round 1's model: real data only. It is also the real-only baseline of this run.
     clf = build_classifier(cfg.classifier, embedder).fit(ds.train.texts, ds.train.labels)
-    from agent.chat.control import apply_overrides, is_approved, should_stop, wait_while_paused
+    from agent.chat.control import apply_overrides, is_approved, should_pause, should_stop, wait_while_paused
 
     for n in range(1, lc.rounds + 1):
-        if should_stop(run) or not wait_while_paused(run):
+        say(f"round {n}: starting")  # a chat worker's progress hook may pause or stop here
+        if should_pause(run):
+            run.update_record(state="paused")
+            resumed = wait_while_paused(run)
+            run.update_record(state="running")
+            if not resumed:
+                stop_reason = "stopped by the user"
+                break
+        if should_stop(run):
             stop_reason = "stopped by the user"
             break
         cfg = apply_overrides(run)  # budget or thresholds changed from chat apply from the next round

@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	# segfaults on these CPUs (AMX path). About 6-15 minutes the first time; pip caches the wheel.
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(PIP) install -q 'llama-cpp-python[server]==0.3.36'
 	# Debian's Chromium for the end-to-end browser test (Playwright drives it; never `playwright install`).
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the browser test will be skipped"
 	touch $(STAMP)
 

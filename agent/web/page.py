@@ -44,7 +44,8 @@ img{max-width:480px;border:1px solid #ddd}
 
 APP_JS = r"""
 const TOKEN = new URLSearchParams(location.search).get('token') || '';
-let current = null, plotSrc = '';
+let current = new URLSearchParams(location.search).get('run'), plotSrc = '';  // ?run=ID preselects a run
+if (current) document.getElementById('run').dataset.follow = 'no';
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 async function api(path, opts = {}) {

@@ -618,11 +618,17 @@ def _plot_rounds(results: dict[str, list[dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    last = max((h["round"] for runs in results.values() for r in runs for h in r["rounds"]), default=0)
     for arm, runs in results.items():
         for r in runs:
             xs = [h["round"] for h in r["rounds"]]
             ys = [h["test_accuracy"] for h in r["rounds"]]
-            ax.plot(xs, ys, marker="o", alpha=0.8, label=f"{arm} (seed {r['seed']})")
+            if arm == "real-only":  # one point: draw it as the baseline across all rounds
+                xs, ys = [0, max(last, 1)], [ys[0], ys[0]]
+                ax.plot(xs, ys, linestyle="--", alpha=0.8, label=f"{arm} (seed {r['seed']})")
+            else:
+                ax.plot(xs, ys, marker="o", alpha=0.8, label=f"{arm} (seed {r['seed']})")
+    ax.set_xticks(range(0, max(last, 1) + 1))
     ax.set_xlabel("round (0 = real data only)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Test accuracy per round and arm")

@@ -155,6 +155,20 @@ class Embedder:
             self._dim = int(get_dim())
         return self._model
 
+    def uncached(self) -> Embedder:
+        """A sibling that shares the loaded model but never reads or writes the disk cache (for throwaway
+        texts such as perturbed copies)."""
+        other = Embedder(
+            self.model_name,
+            cache_dir=False,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+        other._model = self._load()
+        other._dim = self._dim
+        return other
+
     @property
     def dim(self) -> int:
         if self._dim is None:

@@ -136,16 +136,13 @@ def evaluate(
         "dev_test_gap": sel["accuracy"] - test["accuracy"],
     }
     if robustness and hasattr(clf, "member_proba_embeddings"):
-        from agent.embed import Embedder
         from evaluators.robustness import robustness_metrics
 
-        plain = Embedder(embedder.model_name, cache_dir=False, precision=embedder.precision)
+        plain = embedder.uncached()  # perturbed texts stay out of the disk cache
 
         def proba_fn(batch):
             return clf.member_proba_embeddings(plain.encode(list(batch))).mean(axis=0)
 
-        plain._model = embedder._load()  # share the loaded model; perturbed texts stay out of the cache
-        plain._dim = embedder.dim
         r_texts, r_labels = texts, labels
         if robustness_texts and len(texts) > robustness_texts:
             pick = np.sort(np.random.default_rng(seed).choice(len(texts), robustness_texts, replace=False))
@@ -205,12 +202,6 @@ def report_round(
 
 def _flat(m: dict) -> dict:
     return {k: v for k, v in m.items() if k != "per_class"}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _round_robin(records: list[dict], quota: int) -> list[dict]:
@@ -276,8 +267,8 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
         if not (rdir / "uncertainty_report.json").exists():
             say(f"round {n}: uncertainty report")
             report_round(run, n, ds, say, classifier=clf)
-        before = evaluate(clf, ds, embedder, False)
         if n == 1:
+            before = evaluate(clf, ds, embedder, False)
             best_sel = before["selection"]["macro_f1"]
             history.append(
                 {"round": 0, "stage": "real-only", "weight": None, "accepted_total": 0, **_brief(before)}
@@ -305,10 +296,10 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
 
         t = time.perf_counter()
         say(f"round {n}: filtering candidates")
-        from agent.filtering import filter_run
+        from agent.filtering import filter_run, read_jsonl
 
         fres = filter_run(run.path, n, config=cfg.filter)
-        accepted = _read_jsonl(rdir / "accepted.jsonl")
+        accepted = [rec for _, rec in read_jsonl(rdir / "accepted.jsonl")]
         new = _round_robin(accepted, quota)
         t_filter = time.perf_counter() - t
         if lc.approval_gate:

@@ -42,3 +42,15 @@ def test_bf16_matches_fp32_on_real_texts():
     b = Embedder(cache_dir=False, precision="bf16").encode(texts)
     cos = (a * b).sum(axis=1)
     assert cos.min() >= 0.99, cos.min()
+
+
+def test_uncached_sibling_shares_the_model_and_skips_the_disk(tmp_path):
+    e = Embedder(cache_dir=tmp_path, precision="fp32")
+    v = e.encode(["Where is my card?"])
+    plain = e.uncached()
+    assert plain._model is e._model  # no second model load
+    np.testing.assert_allclose(plain.encode(["Where is my card?"]), v, atol=1e-6)
+    plain.encode(["a perturbed text that must not be cached"])
+    e2 = Embedder(cache_dir=tmp_path, precision="fp32")
+    e2.encode(["a perturbed text that must not be cached"])
+    assert e2.computed == 1  # the sibling wrote nothing to the shared cache

@@ -39,12 +39,17 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for sampling, splitti
 PiiOpt = Annotated[
     bool, typer.Option("--pii-scrub/--no-pii-scrub", help="Scrub personal data from real texts.")
 ]
+SelectionOpt = Annotated[
+    float, typer.Option(help="Share of dev kept apart for model selection (honest choices).")
+]
 
 
 def _fail(message: str, code: int = 2) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: messages carry literal brackets (e.g. "pip install 'active-synthesis[mlflow]'")
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -277,6 +282,16 @@ def run_cmd(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run or comparison in DIR.")
     ] = None,
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow", help="Log the run to MLflow (needs the 'mlflow' extra).")
+    ] = False,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow-uri",
+            help="MLflow tracking URI (implies --mlflow); default sqlite:///<run's parent>/mlflow.db.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """Run the active-synthesis loop (optionally against real-only and untargeted baselines)."""
@@ -317,8 +332,17 @@ def run_cmd(
             dcfg.selection_fraction = selection_fraction
             cfg = RunConfig(data=dcfg) if cfg is None else cfg.model_copy(update={"data": dcfg})
         cfg = _apply_flags(cfg, seed, budget, rounds, arm, backend, model, base_url)
+        if mlflow or mlflow_uri:
+            uri = mlflow_uri or cfg.tracking.tracking_uri
+            cfg = cfg.model_copy(
+                update={"tracking": cfg.tracking.model_copy(update={"mlflow": True, "tracking_uri": uri})}
+            )
         seed_list = [int(x) for x in seeds.split(",")] if seeds else [seed]
     try:
+        if cfg.tracking.mlflow:
+            from agent.tracking import require_mlflow
+
+            require_mlflow()  # mlflow missing: one line naming the extra, before any folder is made
         if compare:
             from agent.loop import compare_arms
 
@@ -421,34 +445,64 @@ def _print_comparison(data: dict, console) -> None:
 @app.command("efficiency")
 def efficiency_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for the runs, efficiency.json and the plot.")],
-    dataset: DatasetOpt = "banking77",
-    shots: Annotated[str, typer.Option(help="Comma-separated shot counts.")] = "5,10,20",
+    dataset: DatasetOpt = None,
+    data: DataOpt = None,
+    train: TrainOpt = None,
+    dev: DevOpt = None,
+    pool: PoolOpt = None,
+    test: TestOpt = None,
+    text_column: TextColOpt = "text",
+    label_column: LabelColOpt = "label",
+    pii_scrub: PiiOpt = True,
+    selection_fraction: SelectionOpt = 0.5,
+    shots: Annotated[
+        str, typer.Option(help="Comma-separated shot counts (training texts sampled per class).")
+    ] = "5,10,20",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
     budget: Annotated[int | None, typer.Option(help="Accepted synthetic texts per run.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Most rounds.")] = None,
     model: Annotated[str | None, typer.Option(help="Generator model.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
-    """Real-only vs active at several shot counts: how many real labels per class synthesis is worth."""
+    """Real-only vs active at several shot counts: how many real labels per class synthesis is worth.
+
+    Data as for `run` (--dataset or user files; banking77 when none is given). Every class needs at least as
+    many training texts as the largest shot count."""
     _setup_logging(verbose)
     from rich.console import Console
     from rich.table import Table
 
     from agent.config import RunConfig
+    from agent.datasets import DataError
     from agent.loop import efficiency
+    from agent.runs import RunError
 
+    def ints(flag: str, value: str, low: int) -> list[int]:
+        try:
+            xs = [int(x) for x in value.split(",") if x.strip()]
+        except ValueError:
+            xs = []
+        if not xs or min(xs) < low:
+            _fail(f"--{flag}: expected comma-separated integers >= {low}, got '{value}'")
+        return xs
+
+    shot_list, seed_list = ints("shots", shots, 1), ints("seeds", seeds, 0)
+    if not any((dataset, data, train, dev, pool, test)):
+        dataset = "banking77"
+    dcfg = data_config(
+        dataset, data, train, dev, pool, test, text_column, label_column, 1, seed_list[0], pii_scrub
+    )
+    if not 0 <= selection_fraction < 1:
+        _fail(f"--selection-fraction: must be at least 0 and below 1, got {selection_fraction}")
+    dcfg.selection_fraction = selection_fraction
+    cfg = _apply_flags(RunConfig(data=dcfg), seed_list[0], budget, rounds, "active", None, model, None)
     console = Console()
-    dcfg = data_config(dataset=dataset, shots=1)
-    dcfg.selection_fraction = 0.5
-    cfg = _apply_flags(RunConfig(data=dcfg), 0, budget, rounds, "active", None, model, None)
-    with console.status("starting") as status:
-        res = efficiency(
-            out,
-            cfg,
-            [int(x) for x in shots.split(",")],
-            [int(x) for x in seeds.split(",")],
-            progress=_progress(console, status),
-        )
+    try:
+        with console.status("starting") as status:
+            res = efficiency(out, cfg, shot_list, seed_list, progress=_progress(console, status))
+    except (DataError, RunError, ValueError) as e:
+        _fail(str(e).splitlines()[0])
+        return
     t = Table(title="Data efficiency (test accuracy)")
     for col in (
         "shots",

@@ -22,10 +22,9 @@ prompts_app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from rich.console import Console
+    from agent.cli import _fail as fail  # one error printer (it escapes brackets such as "[vllm]")
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    fail(message, code)
 
 
 def _open_run(path: Path):

@@ -20,6 +20,7 @@ __all__ = [
     "ReportConfig",
     "RunConfig",
     "StrictModel",
+    "TrackingConfig",
     "UncertaintyConfig",
     "load_config",
 ]
@@ -143,6 +144,12 @@ class LoopConfig(StrictModel):
     overgenerate: float = Field(
         3.0, ge=1, description="Texts asked from the generator per accepted text wanted (filters drop many)."
     )
+    adaptive_overgenerate: bool = Field(
+        True, description="From round 2, over-generate by 1.15 / (accepted per text asked so far)."
+    )
+    max_overgenerate: float = Field(
+        10.0, ge=1, description="Upper bound on the adaptive over-generation factor."
+    )
     patience: int = Field(2, ge=1, description="Stop after this many rounds without a selection-F1 gain.")
     min_delta: float = Field(0.0, ge=0, description="Smallest selection macro-F1 gain that counts.")
     rollback: bool = Field(True, description="A round that lowers selection macro-F1 is not trained on.")
@@ -165,6 +172,18 @@ class LoopConfig(StrictModel):
     )
 
 
+class TrackingConfig(StrictModel):
+    """Optional experiment tracking (MLflow; needs ``pip install 'active-synthesis[mlflow]'``)."""
+
+    mlflow: bool = Field(False, description="Log params, per-round metrics and artifacts to MLflow.")
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; None: sqlite:///<folder holding the run>/mlflow.db "
+        "(for a --compare arm, the comparison folder).",
+    )
+    experiment: str = Field("active-synthesis", min_length=1, description="MLflow experiment name.")
+
+
 class RunConfig(StrictModel):
     """Everything a run needs; saved as config.yaml in the run folder."""
 
@@ -184,6 +203,9 @@ class RunConfig(StrictModel):
         "active", description="What this run does: targeted synthesis, uniform synthesis, or real data only."
     )
     seed: int = Field(0, description="Global seed.")
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Optional MLflow logging of the run."
+    )
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -24,6 +24,7 @@ from agent.config import RunConfig
 from agent.datasets import Dataset
 from agent.report import build_report, write_report
 from agent.runs import Run
+from agent.tracking import start_tracking
 
 __all__ = [
     "evaluate",
@@ -233,6 +234,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
     say = progress or _quiet
     cfg = run.config
     lc = cfg.loop
+    tracker = start_tracking(run)  # no-op unless tracking.mlflow; fails fast (one line) before any work
     ds = run.load_dataset()
     embedder = run.embedder()
     t_start = time.perf_counter()
@@ -273,6 +275,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
             history.append(
                 {"round": 0, "stage": "real-only", "weight": None, "accepted_total": 0, **_brief(before)}
             )
+            tracker.log_round(history[-1], rdir)
         if cfg.arm == "real-only":
             stop_reason = "real-only arm"
             break
@@ -359,6 +362,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
         base = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         base.update({"after": after, "entry": entry})
         _save_json(metrics_path, base)
+        tracker.log_round(entry, rdir)
         if stale >= lc.patience:
             stop_reason = "selection macro-F1 plateau"
             break
@@ -380,6 +384,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
     _save_json(run.path / "summary.json", summary)
     run.update_record(state="done", stop_reason=stop_reason)
     run.log_event("done", f"{stop_reason}; test accuracy {final['test']['accuracy']:.4f}")
+    tracker.finish(run, summary)
     return summary
 
 
@@ -456,13 +461,41 @@ def _brief(ev: dict) -> dict:
     return out
 
 
+def acceptance_rate(run: Run, before: int) -> float | None:
+    """Accepted texts per text asked for (the plan's budget) over this run's rounds before ``before``;
+    None when there is none yet."""
+    asked = acc = 0
+    for m in range(1, before):
+        rdir = run.round_dir(m)
+        if (rdir / "filter_report.json").exists() and (rdir / "generation_plan.json").exists():
+            rep = json.loads((rdir / "filter_report.json").read_text(encoding="utf-8"))
+            plan = json.loads((rdir / "generation_plan.json").read_text(encoding="utf-8"))
+            asked += int(plan.get("budget") or 0)
+            acc += int(rep.get("n_accepted") or 0)
+    return acc / asked if asked else None
+
+
+def ask_for(run: Run, n: int, quota: int) -> tuple[int, float | None]:
+    """Texts to ask the generator for in round ``n`` to end up with ``quota`` accepted ones.
+
+    Round 1 asks ``overgenerate`` × quota; later rounds divide by the acceptance rate measured so far
+    (with a 15 % margin), so a round that fell short is made up for at an equal accepted budget. The factor
+    stays between ``overgenerate`` and ``max_overgenerate``; deterministic, so a resumed run asks the same.
+    """
+    lc = run.config.loop
+    rate = acceptance_rate(run, n)
+    factor = lc.overgenerate
+    if lc.adaptive_overgenerate and rate is not None:
+        factor = min(lc.max_overgenerate, max(lc.overgenerate, 1.15 / max(rate, 1e-6)))
+    return max(1, math.ceil(quota * factor)), rate
+
+
 def _generate(run: Run, n: int, quota: int, backend, say: Say) -> dict:
     """Plan and generate round ``n``'s candidates (asking for ``overgenerate`` × quota texts)."""
     from agent.synthesize import generate_round, run_generate_config
 
-    lc = run.config.loop
     mode = "untargeted" if run.config.arm == "untargeted" else run.config.generate.planner.mode
-    ask = max(1, math.ceil(quota * lc.overgenerate))
+    ask, rate = ask_for(run, n, quota)
     base = run.config.generate
     # A new round must not replay the previous round's prompts and samples from the cache: vary the
     # few-shot draw and the sampling seed by round (deterministic, so a resumed run asks the same).
@@ -473,7 +506,8 @@ def _generate(run: Run, n: int, quota: int, backend, say: Say) -> dict:
             "sampling": {"seed": base.sampling.seed + 104729 * (n - 1)},
         },
     )
-    say(f"round {n}: generating ~{ask} candidate texts ({mode})")
+    why = f"; acceptance so far {rate:.0%}" if rate is not None else ""
+    say(f"round {n}: generating ~{ask} candidate texts ({mode}{why})")
     res = generate_round(run, n, config=gcfg, backend=backend)
     usage = res.usage or {}
     totals = usage.get("totals", {})
@@ -642,9 +676,26 @@ def efficiency(
     backend=None,
 ) -> dict:
     """Run real-only and active at several shot counts; for each, the real shots per class that real-only
-    would need to match active (linear interpolation on the real-only curve) minus the shots used."""
+    would need to match active (linear interpolation on the real-only curve) minus the shots used.
+
+    Raises :class:`~agent.datasets.DataError` when a class has fewer training texts than the largest shot
+    count (sampling would silently keep them all and the curve would be flat there)."""
+    from agent.datasets import DataError, load
+
     say = progress or _quiet
     out = Path(out)
+    if shots:
+        # Class sizes of the training split do not depend on the seed (stratified split by share).
+        full = load(base.data.model_copy(update={"shots": None, "pii_scrub": False, "selection_fraction": 0}))
+        counts = Counter(full.train.labels or [])
+        need = max(shots)
+        short = sorted((n, lab) for lab, n in counts.items() if n < need)
+        if short:
+            n, lab = short[0]
+            raise DataError(
+                f"{full.train.source}: {len(short)} class(es) have fewer than {need} training texts "
+                f"(smallest: '{lab}' with {n}); the largest shot count must be at most {min(counts.values())}"
+            )
     curves: dict[str, dict[int, float]] = {"real-only": {}, "active": {}}
     for k in shots:
         cfg = base.model_copy(deep=True)

@@ -88,3 +88,74 @@ def test_bad_input_is_one_line_without_traceback(tmp_path, small_files):
     assert res.exit_code == 2 and "unknown dataset 'nope'" in res.output
     res = runner.invoke(app, ["report", "--out", str(tmp_path / "r3")], env={"COLUMNS": "300"})
     assert res.exit_code == 2 and "no data" in res.output
+
+
+def _files_args(files: dict) -> list[str]:
+    return [arg for role in ("train", "dev", "test") for arg in (f"--{role}", str(files[role]))]
+
+
+def test_efficiency_command_on_user_files(tmp_path, small_files, embed_cache, monkeypatch):
+    import agent.loop as loop
+    from agent.config import ReportConfig
+    from agent.llm.cache import CachedBackend, LLMCache
+    from tests.agent.fakes import EchoBackend
+
+    fake = EchoBackend()
+    backend = CachedBackend(fake, LLMCache(tmp_path / "llm.sqlite"))
+    real_efficiency, seen = loop.efficiency, {}
+
+    def fast(out, cfg, shots, seeds, progress=None, backend_=None):
+        seen["cfg"] = cfg  # as the CLI built it; then trimmed for speed, with the scripted generator
+        cfg = cfg.model_copy(
+            update={
+                "report": ReportConfig(n_clusters=3, plots=False),
+                "loop": cfg.loop.model_copy(update={"robustness": False}),
+            }
+        )
+        return real_efficiency(out, cfg, shots, seeds, progress=progress, backend=backend)
+
+    monkeypatch.setattr(loop, "efficiency", fast)
+    out = tmp_path / "eff"
+    res = runner.invoke(
+        app,
+        ["efficiency", *_files_args(small_files), "--out", str(out)]
+        + ["--shots", "2,4", "--seeds", "0", "--budget", "8", "--rounds", "1", "--no-pii-scrub"],
+        env={"ACTIVESYNTH_CACHE": str(embed_cache), "COLUMNS": "200"},
+    )
+    assert res.exit_code == 0, res.output
+    assert "Data efficiency" in res.output
+    data = seen["cfg"].data
+    assert data.dataset is None and data.train == small_files["train"] and data.test == small_files["test"]
+    assert data.pii_scrub is False and data.selection_fraction == 0.5
+    eff = json.loads((out / "efficiency.json").read_text())
+    assert eff["shots"] == [2, 4] and eff["seeds"] == [0]
+    assert set(eff["curves"]) == {"real-only", "active"} and set(eff["worth"]) == {"2", "4"}
+    for curve in eff["curves"].values():
+        assert set(curve) == {"2", "4"} and all(0 <= v <= 1 for v in curve.values())
+    assert (out / "efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "shots-4" / "seed-0" / "active" / "summary.json").exists()
+    assert fake.calls > 0  # the active arm generated with the scripted backend
+
+
+def test_efficiency_needs_enough_texts_per_class(tmp_path, small_files):
+    # small_files has 6 training texts per class: 10 shots cannot be sampled, before any run starts.
+    out = tmp_path / "eff"
+    res = runner.invoke(
+        app,
+        ["efficiency", *_files_args(small_files), "--out", str(out), "--shots", "2,10"],
+        env={"COLUMNS": "300"},
+    )
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    assert "8 class(es) have fewer than 10 training texts" in res.output
+    assert "with 6)" in res.output and "at most 6" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (out / "shots-2").exists()
+    res = runner.invoke(
+        app,
+        ["efficiency", "--dataset", "banking77", "--train", str(small_files["train"]), "--out", str(out)],
+        env={"COLUMNS": "300"},
+    )
+    assert res.exit_code == 2 and "either a built-in dataset or files" in res.output
+    res = runner.invoke(app, ["efficiency", *_files_args(small_files), "--out", str(out), "--shots", "2,x"])
+    assert res.exit_code == 2 and "--shots: expected comma-separated integers" in res.output

@@ -1,6 +1,7 @@
 """The loop's logic with a scripted generator (fast), and end to end with the real local model."""
 
 import json
+import math
 from collections import Counter
 
 import numpy as np
@@ -240,3 +241,22 @@ def test_chat_controls_reach_the_loop(tmp_path, small_files, embed_cache):
     request_stop(run3)
     s3 = run_loop(run3, backend=backend)
     assert s3["stop_reason"] == "stopped by the user" and s3["synthetic_used"] == 0
+
+
+def test_later_rounds_overgenerate_by_the_measured_acceptance_rate(tmp_path, small_files, embed_cache):
+    from agent.loop import ask_for
+
+    run = Run.create(tmp_path / "run", _config(small_files, embed_cache, overgenerate=3.0))
+    assert ask_for(run, 1, 50) == (150, None)  # nothing measured yet: the configured factor
+    rdir = run.round_dir(1, create=True)
+    (rdir / "generation_plan.json").write_text(json.dumps({"budget": 150}))
+    (rdir / "filter_report.json").write_text(json.dumps({"n_accepted": 15, "n_candidates": 180}))
+    ask, rate = ask_for(run, 2, 40)
+    assert rate == pytest.approx(0.1)
+    assert ask == math.ceil(40 * 10.0)  # 1.15 / 0.1 = 11.5, capped at max_overgenerate = 10
+    (rdir / "filter_report.json").write_text(json.dumps({"n_accepted": 75, "n_candidates": 180}))
+    assert ask_for(run, 2, 40)[0] == 40 * 3  # a high rate never asks for less than overgenerate ×
+    (rdir / "filter_report.json").write_text(json.dumps({"n_accepted": 30, "n_candidates": 180}))
+    assert ask_for(run, 2, 40)[0] == math.ceil(40 * 1.15 / 0.2)
+    run.config.loop.adaptive_overgenerate = False
+    assert ask_for(run, 2, 40)[0] == 120

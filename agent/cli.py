@@ -276,9 +276,7 @@ def run_cmd(
     base_url: Annotated[
         str | None, typer.Option(help="OpenAI-compatible server URL (backend openai).")
     ] = None,
-    selection_fraction: Annotated[
-        float, typer.Option(help="Share of dev kept apart for model selection (honest choices).")
-    ] = 0.5,
+    selection_fraction: SelectionOpt = 0.5,
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run or comparison in DIR.")
     ] = None,

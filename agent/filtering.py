@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agent.files import write_atomic
 from evaluators.base import Candidate, FilterContext, LLMJudge
 from evaluators.chain import FilterChain, FilterOutcome, filter_report
 from evaluators.config import FilterConfig
@@ -100,17 +99,6 @@ def previous_accepted_texts(run_path: Path, before_round: int) -> list[str]:
     return texts
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _jsonl(rows) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
@@ -159,9 +147,9 @@ def filter_candidates(
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out_dir / "decisions.jsonl", _jsonl(r.to_dict() for r in outcome.results))
-        _write_atomic(out_dir / "accepted.jsonl", _jsonl(r.accepted_record() for r in outcome.accepted))
-        _write_atomic(out_dir / "filter_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(out_dir / "decisions.jsonl", _jsonl(r.to_dict() for r in outcome.results))
+        write_atomic(out_dir / "accepted.jsonl", _jsonl(r.accepted_record() for r in outcome.accepted))
+        write_atomic(out_dir / "filter_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
         log.info("filter: %d of %d accepted -> %s", report["n_accepted"], report["n_candidates"], out_dir)
     return FilterResult(outcome, report, out_dir)
 

@@ -22,6 +22,7 @@ import numpy as np
 from agent.classifier import build_classifier
 from agent.config import RunConfig
 from agent.datasets import Dataset
+from agent.files import write_json
 from agent.report import build_report, write_report
 from agent.runs import Run
 from agent.tracking import start_tracking
@@ -220,9 +221,7 @@ def _round_robin(records: list[dict], quota: int) -> list[dict]:
 
 
 def _save_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, data)
 
 
 def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:

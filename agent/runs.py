@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from agent.config import RunConfig
+from agent.files import write_atomic
 
 __all__ = ["Run", "RunError", "RunLocked"]
 
@@ -111,9 +112,7 @@ class Run:
         rec = self.record()
         rec.update(fields)
         rec["updated"] = _now()
-        tmp = self.path / "run.json.tmp"
-        tmp.write_text(json.dumps(rec, indent=2), encoding="utf-8")
-        os.replace(tmp, self.path / "run.json")
+        write_atomic(self.path / "run.json", json.dumps(rec, indent=2))
         return rec
 
     def _db(self) -> sqlite3.Connection:

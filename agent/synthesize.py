@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.files import write_jsonl
 from agent.llm import BackendConfig, LocalConfig, make_backend
 from agent.llm.cache import CachedBackend, LLMCache
 from agent.llm.parse import parse_output
@@ -270,21 +269,6 @@ def candidates_from_results(
     stats_out = dict(stats)
     stats_out["items_short"] = short
     return records, stats_out
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Write JSON lines atomically (a killed write never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def synthesize(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent.files import write_atomic
+
 __all__ = ["Price", "PriceTable", "UsageMeter", "UsageRow"]
 
 
@@ -107,9 +109,7 @@ class UsageMeter:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self.summary()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data, indent=2))
         return data
 
     def accumulate(self, path: str | Path) -> dict:

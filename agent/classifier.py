@@ -78,6 +78,8 @@ class HeadEnsemble:
         C: inverse regularisation of the logistic heads.
         bootstrap: fit each head on a stratified bootstrap resample (head 0 always sees all data).
         seed: seed of resamples and initialisation.
+        predict: ``"full"``: predictions come from head 0, fit on all data with its plain weights (the
+            resampled members only measure disagreement); ``"ensemble"``: the members' mean.
     """
 
     kind = "head"
@@ -90,9 +92,13 @@ class HeadEnsemble:
         C: float = 10.0,
         bootstrap: bool = True,
         seed: int = 0,
+        predict: str = "full",
     ) -> None:
         if head not in {"logistic", "mlp"}:
             raise ValueError(f"head must be 'logistic' or 'mlp', not {head!r}")
+        if predict not in {"full", "ensemble"}:
+            raise ValueError(f"predict must be 'full' or 'ensemble', not {predict!r}")
+        self.predict_with = predict
         self.embedder = embedder
         self.n_heads = n_heads
         self.head = head
@@ -216,9 +222,17 @@ class HeadEnsemble:
         """(K, n, C) class probabilities of each head."""
         return self.member_proba_embeddings(self.embedder.encode(list(texts)))
 
+    def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
+        """(n, C) probabilities of the point prediction (head 0, or the members' mean; see ``predict``)."""
+        if not self._params:
+            raise RuntimeError("classifier is not fitted")
+        if self.predict_with == "full":
+            return _softmax(self._logits(self._params[0], X)).astype(np.float32)
+        return self.member_proba_embeddings(X).mean(axis=0)
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, C) mean probabilities of the ensemble."""
-        return self.member_proba(texts).mean(axis=0)
+        """(n, C) class probabilities of the point prediction."""
+        return self.predict_proba_embeddings(self.embedder.encode(list(texts)))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         return [self.classes_[i] for i in self.predict_proba(texts).argmax(axis=1)]
@@ -235,6 +249,7 @@ class HeadEnsemble:
             "C": self.C,
             "bootstrap": self.bootstrap,
             "seed": self.seed,
+            "predict": self.predict_with,
             "embedder": self.embedder.model_name,
         }
         (path / "classifier.json").write_text(json.dumps(meta, indent=2))
@@ -245,7 +260,15 @@ class HeadEnsemble:
     def load(cls, path: Path, embedder: Embedder) -> HeadEnsemble:
         path = Path(path)
         meta = json.loads((path / "classifier.json").read_text())
-        obj = cls(embedder, meta["n_heads"], meta["head"], meta["C"], meta["bootstrap"], meta["seed"])
+        obj = cls(
+            embedder,
+            meta["n_heads"],
+            meta["head"],
+            meta["C"],
+            meta["bootstrap"],
+            meta["seed"],
+            meta.get("predict", "ensemble"),  # models saved before the option predicted with the mean
+        )
         obj.classes_ = meta["classes"]
         with np.load(path / "heads.npz") as z:
             params: dict[int, dict[str, np.ndarray]] = {}
@@ -421,7 +444,7 @@ class FinetuneClassifier:
 def build_classifier(cfg: ClassifierConfig, embedder: Embedder):
     """A fresh classifier as the config says."""
     if cfg.kind == "head":
-        return HeadEnsemble(embedder, cfg.n_heads, cfg.head, cfg.C, cfg.bootstrap, cfg.seed)
+        return HeadEnsemble(embedder, cfg.n_heads, cfg.head, cfg.C, cfg.bootstrap, cfg.seed, cfg.predict)
     return FinetuneClassifier(embedder, cfg.epochs, cfg.lr, cfg.batch_size, cfg.dropout, cfg.seed)
 
 

@@ -102,6 +102,11 @@ class ClassifierConfig(StrictModel):
     dropout: float = Field(
         0.1, ge=0, lt=1, description="Dropout kept at inference for MC dropout ('finetune')."
     )
+    predict: Literal["full", "ensemble"] = Field(
+        "full",
+        description="'head' point predictions: 'full' = the head fit on all data (deterministic; the "
+        "resampled heads only measure disagreement), 'ensemble' = the heads' mean (README: noisier).",
+    )
     seed: int = Field(0, description="Seed for bootstrap resamples and initialisation.")
 
 

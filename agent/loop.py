@@ -137,13 +137,13 @@ def evaluate(
         "selection": {k: v for k, v in sel.items() if k != "per_class"},
         "dev_test_gap": sel["accuracy"] - test["accuracy"],
     }
-    if robustness and hasattr(clf, "member_proba_embeddings"):
+    if robustness and hasattr(clf, "predict_proba_embeddings"):
         from evaluators.robustness import robustness_metrics
 
         plain = embedder.uncached()  # perturbed texts stay out of the disk cache
 
         def proba_fn(batch):
-            return clf.member_proba_embeddings(plain.encode(list(batch))).mean(axis=0)
+            return clf.predict_proba_embeddings(plain.encode(list(batch)))
 
         r_texts, r_labels = texts, labels
         if robustness_texts and len(texts) > robustness_texts:

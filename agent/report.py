@@ -109,7 +109,9 @@ def build_report(
     if members.shape[0] < 2 and ucfg.strategy in {"bald", "variance"}:
         raise ValueError(f"strategy '{ucfg.strategy}' needs an ensemble (n_heads >= 2) or mc_dropout")
     scores = strategy.score(members)
-    mean = members.mean(axis=0)
+    # point predictions as the classifier makes them (a head ensemble: its full-data head), except under
+    # MC dropout, whose mean over passes is the prediction
+    mean = members.mean(axis=0) if ucfg.strategy == "mc_dropout" else classifier.predict_proba(texts)
     predicted = [classes[i] for i in mean.argmax(axis=1)]
 
     say("computing metrics on dev and the held-out test split")

@@ -33,6 +33,21 @@ def test_head_ensemble_learns_and_round_trips(tmp_path, embedder, small_data, he
     np.testing.assert_allclose(again.predict_proba(xte), clf.predict_proba(xte), atol=1e-6)
 
 
+def test_full_prediction_is_the_full_data_head_and_ignores_resampling(tmp_path, embedder, small_data):
+    xtr, ytr, xte, _ = small_data
+    a = HeadEnsemble(embedder, n_heads=4, seed=0).fit(xtr, ytr)
+    b = HeadEnsemble(embedder, n_heads=4, seed=1).fit(xtr, ytr)
+    assert not np.allclose(a.member_proba(xte)[1:], b.member_proba(xte)[1:], atol=1e-3)  # members differ
+    np.testing.assert_allclose(a.predict_proba(xte), a.member_proba(xte)[0], atol=1e-6)
+    np.testing.assert_allclose(a.predict_proba(xte), b.predict_proba(xte), atol=1e-4)  # same point prediction
+    ens = HeadEnsemble(embedder, n_heads=4, seed=0, predict="ensemble").fit(xtr, ytr)
+    np.testing.assert_allclose(ens.predict_proba(xte), ens.member_proba(xte).mean(axis=0), atol=1e-6)
+    ens.save(tmp_path / "e")
+    assert load_classifier(tmp_path / "e", embedder).predict_with == "ensemble"
+    with pytest.raises(ValueError, match="predict must be"):
+        HeadEnsemble(embedder, predict="vote")
+
+
 def test_logistic_head_matches_sklearn(embedder, small_data):
     from sklearn.linear_model import LogisticRegression
 

@@ -44,6 +44,24 @@ SelectionOpt = Annotated[
 ]
 
 
+def _int_list(flag: str, value: str, low: int) -> list[int]:
+    """Parse a comma-separated integer option (``--seeds 0,1,2``); a bad value is a one-line error."""
+    try:
+        xs = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        xs = []
+    if not xs or min(xs) < low:
+        _fail(f"--{flag}: expected comma-separated integers >= {low}, got '{value}'")
+    return xs
+
+
+def _set_selection(dcfg, fraction: float) -> None:
+    """Set the selection share of dev; out of range is a one-line error."""
+    if not 0 <= fraction < 1:
+        _fail(f"--selection-fraction: must be at least 0 and below 1, got {fraction}")
+    dcfg.selection_fraction = fraction
+
+
 def _fail(message: str, code: int = 2) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -327,7 +345,7 @@ def run_cmd(
             dcfg = data_config(
                 dataset, data, train, dev, pool, test, text_column, label_column, shots, seed, pii_scrub
             )
-            dcfg.selection_fraction = selection_fraction
+            _set_selection(dcfg, selection_fraction)
             cfg = RunConfig(data=dcfg) if cfg is None else cfg.model_copy(update={"data": dcfg})
         cfg = _apply_flags(cfg, seed, budget, rounds, arm, backend, model, base_url)
         if mlflow or mlflow_uri:
@@ -335,7 +353,7 @@ def run_cmd(
             cfg = cfg.model_copy(
                 update={"tracking": cfg.tracking.model_copy(update={"mlflow": True, "tracking_uri": uri})}
             )
-        seed_list = [int(x) for x in seeds.split(",")] if seeds else [seed]
+        seed_list = _int_list("seeds", seeds, 0) if seeds else [seed]
     try:
         if cfg.tracking.mlflow:
             from agent.tracking import require_mlflow
@@ -475,24 +493,13 @@ def efficiency_cmd(
     from agent.loop import efficiency
     from agent.runs import RunError
 
-    def ints(flag: str, value: str, low: int) -> list[int]:
-        try:
-            xs = [int(x) for x in value.split(",") if x.strip()]
-        except ValueError:
-            xs = []
-        if not xs or min(xs) < low:
-            _fail(f"--{flag}: expected comma-separated integers >= {low}, got '{value}'")
-        return xs
-
-    shot_list, seed_list = ints("shots", shots, 1), ints("seeds", seeds, 0)
+    shot_list, seed_list = _int_list("shots", shots, 1), _int_list("seeds", seeds, 0)
     if not any((dataset, data, train, dev, pool, test)):
         dataset = "banking77"
     dcfg = data_config(
         dataset, data, train, dev, pool, test, text_column, label_column, 1, seed_list[0], pii_scrub
     )
-    if not 0 <= selection_fraction < 1:
-        _fail(f"--selection-fraction: must be at least 0 and below 1, got {selection_fraction}")
-    dcfg.selection_fraction = selection_fraction
+    _set_selection(dcfg, selection_fraction)
     cfg = _apply_flags(RunConfig(data=dcfg), seed_list[0], budget, rounds, "active", None, model, None)
     console = Console()
     try:

@@ -220,10 +220,6 @@ def _round_robin(records: list[dict], quota: int) -> list[dict]:
     return out
 
 
-def _save_json(path: Path, data) -> None:
-    write_json(path, data)
-
-
 def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
     """Run (or resume) the loop of ``run``'s arm; returns the summary also written to ``summary.json``.
 
@@ -328,7 +324,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
         else:
             kept += new
             clf, weight = new_clf, w
-        _save_json(
+        write_json(
             rdir / "used.json", {"used": [r["id"] for r in new], "rolled_back": rolled_back, "weight": w}
         )
         gain = sel_f1 - (best_sel if best_sel is not None else sel_f1)
@@ -360,7 +356,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
         metrics_path = rdir / "metrics.json"
         base = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         base.update({"after": after, "entry": entry})
-        _save_json(metrics_path, base)
+        write_json(metrics_path, base)
         tracker.log_round(entry, rdir)
         if stale >= lc.patience:
             stop_reason = "selection macro-F1 plateau"
@@ -380,7 +376,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
         "tokens": tokens_used,
         "seconds": time.perf_counter() - t_start,
     }
-    _save_json(run.path / "summary.json", summary)
+    write_json(run.path / "summary.json", summary)
     run.update_record(state="done", stop_reason=stop_reason)
     run.log_event("done", f"{stop_reason}; test accuracy {final['test']['accuracy']:.4f}")
     tracker.finish(run, summary)
@@ -393,7 +389,7 @@ def export(run: Run, clf, kept: list[dict], history: list[dict], final: dict) ->
     out = run.path / "export"
     out.mkdir(parents=True, exist_ok=True)
     clf.save(out / "model")
-    _save_json(out / "synthetic.json", kept)
+    write_json(out / "synthetic.json", kept)
     with open(out / "synthetic.jsonl", "w", encoding="utf-8") as f:
         for r in kept:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -565,7 +561,7 @@ def compare_arms(
         "table": table,
         "runs": {a: [_short(s) for s in v] for a, v in results.items()},
     }
-    _save_json(out / "comparison.json", data)
+    write_json(out / "comparison.json", data)
     (out / "comparison.md").write_text(comparison_markdown(table, seeds), encoding="utf-8")
     _plot_rounds(results, out / "comparison.png")
     return data
@@ -725,7 +721,7 @@ def efficiency(
         "curves": {a: {str(k): v for k, v in c.items()} for a, c in curves.items()},
         "worth": {str(k): v for k, v in worth.items()},
     }
-    _save_json(out / "efficiency.json", result)
+    write_json(out / "efficiency.json", result)
     import matplotlib
 
     matplotlib.use("Agg")

@@ -114,6 +114,13 @@ class PlannerConfig(BaseModel):
         10, ge=0, description="Classes with fewer training texts always use the list family."
     )
     n_examples: int = Field(8, ge=1, description="Few-shot examples shown per prompt.")
+    samples_per_prompt: int = Field(
+        4,
+        ge=1,
+        description="Samples drawn from one rendered prompt (same few-shot examples) before the examples are "
+        "drawn again; the prompt is then evaluated once, not per sample. Rewrite (evol) prompts always "
+        "change with their source text.",
+    )
     example_pool: int = Field(
         16, ge=1, description="Candidate examples stored per plan item (prompts sample them)."
     )

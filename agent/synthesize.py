@@ -66,6 +66,11 @@ class GenerateConfig(BaseModel):
     prices: PriceTable = Field(
         default_factory=PriceTable, description="Prices per model for cost accounting."
     )
+    keep_surplus: bool = Field(
+        True,
+        description="Keep every text a sample yields, also past its unit's n_texts: more candidates per "
+        "call at no extra cost (the filters and the loop's quota still decide what is used).",
+    )
 
 
 @dataclass
@@ -143,8 +148,9 @@ def render_requests(
 ) -> list[PromptJob]:
     """Render every sample of every plan item into requests; identical prompts share one request (n > 1).
 
-    Each sample draws its few-shot examples from the item's pool with a seed of (plan seed, item, sample), so
-    prompts vary across samples and are the same on every re-run.
+    Each group of ``samples_per_prompt`` samples draws its few-shot examples from the item's pool with a seed
+    of (plan seed, item, group), so prompts vary across groups and are the same on every re-run; a rewrite
+    prompt changes with every sample's source text.
     """
     sampling = sampling or SamplingParams()
     cfg = PlannerConfig.model_validate(plan.config) if plan.config else PlannerConfig()
@@ -157,21 +163,25 @@ def render_requests(
         n_samples = item.n_samples or max(1, item.n_texts)
         per_prompt = max(1, -(-item.n_texts // n_samples))
         methods = item.methods or list(cfg.evol_methods)
+        rewrite = "source_text" in tmpl.variables
         for s in range(n_samples):
-            rng = random.Random(_sha(cfg.seed, item.id, item.label, s))
+            # samples of one group share their examples, so they render one prompt (one request, n > 1)
+            group = s if rewrite else s // cfg.samples_per_prompt
+            rng = random.Random(_sha(cfg.seed, item.id, item.label, group))
             pool = list(item.examples)
             examples = rng.sample(pool, min(cfg.n_examples, len(pool)))
             source = method = None
-            if "source_text" in tmpl.variables:
+            if rewrite:
                 sources = item.source_texts or item.examples
                 source = sources[s % len(sources)] if sources else ""
                 method = methods[(s // max(1, len(sources))) % len(methods)] if methods else None
             rendered = tmpl.render(**_variables(plan, item, examples, per_prompt, source, method))
-            params = (
-                sampling
-                if tmpl.mode == "completion"
-                else sampling.model_copy(update={"max_tokens": chat_max_tokens, "stop": []})
-            )
+            if tmpl.mode == "completion":
+                # a template may name where its output ends (a rewrite after one line, a list at a blank line)
+                stops = list(sampling.stop) + [x for x in tmpl.stop if x not in sampling.stop]
+                params = sampling.model_copy(update={"stop": stops}) if tmpl.stop else sampling
+            else:
+                params = sampling.model_copy(update={"max_tokens": chat_max_tokens, "stop": []})
             prompt_id = _sha(tmpl.version, rendered.text, params.model_dump_json())[:16]
             key = f"{item.id}:{prompt_id}"
             if key in jobs:
@@ -209,9 +219,16 @@ def build_backend(config: GenerateConfig, cache_path: Path, meter: UsageMeter, s
 
 
 def candidates_from_results(
-    jobs: list[PromptJob], results: list[Result], round_index: int, backend_name: str, model_id: str
+    jobs: list[PromptJob],
+    results: list[Result],
+    round_index: int,
+    backend_name: str,
+    model_id: str,
+    keep_surplus: bool = False,
 ) -> tuple[list[dict], dict]:
-    """Candidate records (CONTRACTS.md) from results; unusable outputs and failures are kept with a reason."""
+    """Candidate records (CONTRACTS.md) from results; unusable outputs and failures are kept with a reason.
+
+    Texts past a unit's ``n_texts`` are counted as ``surplus`` and dropped, unless ``keep_surplus``."""
     by_req: dict[str, list[Result]] = {}
     for r in results:
         by_req.setdefault(r.request_id, []).append(r)
@@ -236,7 +253,8 @@ def candidates_from_results(
                 if status == "parsed":
                     if kept[job.item.id] >= wanted[job.item.id]:
                         stats["surplus"] += 1
-                        continue
+                        if not keep_surplus:
+                            continue
                     kept[job.item.id] += 1
                 stats[status if status == "parsed" else f"unusable:{(reason or '').split(':')[0]}"] += 1
                 cid = _sha(round_index, model_id, req.id, res.sample_index, k, text)[:20]
@@ -300,7 +318,9 @@ def synthesize(
     t0 = time.perf_counter()
     results = backend.generate([j.request for j in jobs])
     seconds = time.perf_counter() - t0
-    records, stats = candidates_from_results(jobs, results, round_index, backend.name, backend.model_id)
+    records, stats = candidates_from_results(
+        jobs, results, round_index, backend.name, backend.model_id, keep_surplus=config.keep_surplus
+    )
     failures = sum(1 for r in results if r.error)
     if failures:
         log.warning(
@@ -314,6 +334,7 @@ def synthesize(
         "model": backend.model_id,
         "sampling": config.sampling.model_dump(mode="json"),
         "chat_max_tokens": config.chat_max_tokens,
+        "keep_surplus": config.keep_surplus,
         "templates": [
             {"name": t.name, "version": t.version, "ref": ref, "mode": t.mode, "kept_at": kept_paths.get(ref)}
             for ref, t in templates.items()

@@ -6,6 +6,7 @@ Each ``*.jinja2`` file starts with a Jinja comment holding YAML metadata::
     mode: completion        # completion (base models) or chat (instruction models)
     family: list            # list | contrastive | evol_depth | evol_breadth
     description: ...
+    stop: ["\n\n"]        # optional: where sampling stops (completion templates; extends the run's stops)
     --- -#}
 
 The registry gives every template a name (the file stem), a mode, a family, its variables (found by parsing
@@ -75,6 +76,7 @@ class PromptTemplate:
     path: Path
     source: str = field(repr=False)
     variables: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()
 
     @property
     def sha12(self) -> str:
@@ -135,6 +137,9 @@ def load_template(path: str | Path, name: str | None = None) -> PromptTemplate:
     mode = meta.get("mode")
     if mode not in _MODES:
         raise TemplateError(f"{path}: mode must be one of {_MODES}, got {mode!r}")
+    stop = meta.get("stop") or []
+    if not isinstance(stop, list) or not all(isinstance(x, str) and x for x in stop):
+        raise TemplateError(f"{path}: stop must be a list of non-empty strings, got {stop!r}")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     try:
         variables = tuple(sorted(jinja2.meta.find_undeclared_variables(env.parse(source))))
@@ -149,6 +154,7 @@ def load_template(path: str | Path, name: str | None = None) -> PromptTemplate:
         path=path,
         source=source,
         variables=variables,
+        stop=tuple(stop),
     )
 
 

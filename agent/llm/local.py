@@ -63,7 +63,10 @@ class LocalConfig(BaseModel):
         description="auto uses llama.cpp when installed and the model is a GGUF file, else transformers.",
     )
     threads: int | None = Field(
-        None, ge=1, description="CPU threads (None: torch/llama.cpp default; prefer 1 under contention)."
+        None,
+        ge=1,
+        description="CPU threads (None: llama.cpp decodes on half the cores, torch's default for "
+        "transformers). More threads than free cores makes llama.cpp several times slower.",
     )
     batch_size: int = Field(8, ge=1, description="Prompts sampled together (transformers runtime).")
     dtype: Literal["float32", "bfloat16"] = Field(

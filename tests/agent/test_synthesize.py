@@ -100,6 +100,31 @@ def test_render_is_deterministic_and_varies_examples(plan):
     assert all(j.source_text in j.request.prompt for j in evol)
 
 
+def test_samples_share_a_prompt_in_groups(plan):
+    """samples_per_prompt samples render one prompt (one request, n > 1); rewrites change per sample."""
+    plan.config = {**plan.config, "samples_per_prompt": 2}
+    for item in plan.items:
+        if item.template == "self_instruct_list":
+            item.n_samples = 4
+    jobs = render_requests(plan)
+    assert sum(j.request.n for j in jobs) == sum(i.n_samples for i in plan.items)
+    lists = [j for j in jobs if j.template.name == "self_instruct_list"]
+    # two groups of two per item (one request of 4 when both groups happen to draw the same prompt)
+    assert lists and all(j.request.n in (2, 4) for j in lists)
+    assert any(j.request.n == 2 for j in lists)
+    assert all(j.request.n == 1 for j in jobs if j.template.name == "evol_in_depth_list")
+    plan.config = {**plan.config, "samples_per_prompt": 1}
+    assert len(render_requests(plan)) > len(jobs)
+
+
+def test_completion_requests_add_the_template_stops(plan):
+    jobs = render_requests(plan, SamplingParams(max_tokens=16, stop=["###"]))
+    evol = [j for j in jobs if j.template.name == "evol_in_depth_list"]
+    assert evol and all(j.request.sampling.stop == ["###", "\nOriginal:", "\n\n"] for j in evol)
+    lists = [j for j in jobs if j.template.name == "self_instruct_list"]
+    assert lists and all(j.request.sampling.stop == ["###", "\n\n"] for j in lists)
+
+
 def test_chat_requests_use_chat_max_tokens(plan):
     for item in plan.items:
         item.template = "self_instruct_chat"
@@ -108,11 +133,18 @@ def test_chat_requests_use_chat_max_tokens(plan):
     assert all(j.request.messages and j.request.prompt is None for j in jobs)
 
 
-def test_candidates_follow_the_contract_and_keep_junk(plan, tmp_path):
+@pytest.mark.parametrize("keep_surplus", [False, True])
+def test_candidates_follow_the_contract_and_keep_junk(plan, tmp_path, keep_surplus):
     meter = UsageMeter()
     be = CachedBackend(ScriptedBackend(), LLMCache(tmp_path / "c.sqlite"), meter)
     res = synthesize(
-        plan, be, 1, out_dir=tmp_path / "round-01", meter=meter, prompts_dir=tmp_path / "prompts"
+        plan,
+        be,
+        1,
+        out_dir=tmp_path / "round-01",
+        config=GenerateConfig(keep_surplus=keep_surplus),
+        meter=meter,
+        prompts_dir=tmp_path / "prompts",
     )
     lines = (tmp_path / "round-01" / "candidates.jsonl").read_text().splitlines()
     records = [json.loads(x) for x in lines]
@@ -127,8 +159,10 @@ def test_candidates_follow_the_contract_and_keep_junk(plan, tmp_path):
     per_item: dict = {}
     for r in parsed:
         per_item[r["plan_item"]] = per_item.get(r["plan_item"], 0) + 1
-    for item in plan.items:
-        assert per_item.get(item.id, 0) <= item.n_texts
+    over = [i.id for i in plan.items if per_item.get(i.id, 0) > i.n_texts]
+    # a sample yields two texts here, so some unit gets more than it asked for: kept only on request
+    assert res.record["stats"]["surplus"] > 0
+    assert bool(over) == keep_surplus
     evol = [r for r in parsed if r["template"] == "evol_in_depth_list"]
     assert evol and all(r["source_text"] for r in evol)
     # every candidate's prompt is on record, with the examples it showed

@@ -90,6 +90,17 @@ def test_bad_files_are_rejected(tmp_path):
         load_template(bad_mode)
     with pytest.raises(TemplateError, match="unknown template"):
         get_template("no_such_template")
+    bad_stop = tmp_path / "c.jinja2"
+    bad_stop.write_text('{#- ---\nmode: completion\nstop: "\\n"\n--- -#}\nhi')
+    with pytest.raises(TemplateError, match="stop must be a list"):
+        load_template(bad_stop)
+
+
+def test_completion_templates_say_where_their_output_ends():
+    # a list ends at a blank line (the parser stops there too); a rewrite before the next "Original:"
+    assert get_template("self_instruct_list").stop == ("\n\n",)
+    assert "\nOriginal:" in get_template("evol_in_depth_list").stop
+    assert get_template("self_instruct_chat").stop == ()
 
 
 def test_versions_are_kept_and_never_overwritten(tmp_path):

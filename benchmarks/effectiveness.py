@@ -27,9 +27,14 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--model", default="gemma3-270m")
-    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: every core)")
+    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: llama.cpp's)")
     ap.add_argument("--out", default="runs/effectiveness")
     ap.add_argument("--results", default="benchmarks/results/effectiveness.md")
+    ap.add_argument(
+        "--from-runs",
+        action="store_true",
+        help="run nothing: rebuild the table from each dataset's comparison.json under --out",
+    )
     args = ap.parse_args()
 
     from agent.config import DataConfig, LoopConfig, RunConfig
@@ -50,6 +55,14 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows: dict[str, str] = {}
+    if args.from_runs:
+        for name in names:
+            path = Path(args.out) / name / "comparison.json"
+            if path.exists():
+                data = json.loads(path.read_text())
+                rows[name] = _row(name, data["seeds"], data)
+        _write(header + [rows[n] for n in names if n in rows], args)
+        return
     # seed-major: every dataset gets seed 0 before any gets seed 1, so a cut-short run still covers all
     for k in range(len(seeds)):
         for name in names:
@@ -62,11 +75,14 @@ def main() -> None:
             done = seeds[: k + 1]  # finished seeds are read back from their run folders
             data = compare_arms(Path(args.out) / name, cfg, done, progress=lambda m: print(m, flush=True))
             rows[name] = _row(name, done, data)
-            lines = header + [rows[n] for n in names if n in rows]
-            print("\n".join(lines), flush=True)
-            Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.results).write_text("\n".join(lines) + "\n")
-            (Path(args.out) / "effectiveness.json").write_text(json.dumps({"lines": lines}, indent=2))
+            _write(header + [rows[n] for n in names if n in rows], args)
+
+
+def _write(lines: list[str], args) -> None:
+    print("\n".join(lines), flush=True)
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text("\n".join(lines) + "\n")
+    (Path(args.out) / "effectiveness.json").write_text(json.dumps({"lines": lines}, indent=2))
 
 
 def _row(name: str, seeds: list[int], data: dict) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.files import write_atomic
+from agent.files import write_json, write_jsonl
 from evaluators.base import Candidate, FilterContext, LLMJudge
 from evaluators.chain import FilterChain, FilterOutcome, filter_report
 from evaluators.config import FilterConfig
@@ -99,10 +99,6 @@ def previous_accepted_texts(run_path: Path, before_round: int) -> list[str]:
     return texts
 
 
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
 class FilterResult:
     """What one filtering pass produced: the outcome (per-candidate decisions) and the report."""
 
@@ -147,9 +143,9 @@ def filter_candidates(
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(out_dir / "decisions.jsonl", _jsonl(r.to_dict() for r in outcome.results))
-        write_atomic(out_dir / "accepted.jsonl", _jsonl(r.accepted_record() for r in outcome.accepted))
-        write_atomic(out_dir / "filter_report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        write_jsonl(out_dir / "decisions.jsonl", (r.to_dict() for r in outcome.results))
+        write_jsonl(out_dir / "accepted.jsonl", (r.accepted_record() for r in outcome.accepted))
+        write_json(out_dir / "filter_report.json", report)
         log.info("filter: %d of %d accepted -> %s", report["n_accepted"], report["n_candidates"], out_dir)
     return FilterResult(outcome, report, out_dir)
 

@@ -22,7 +22,7 @@ import numpy as np
 from agent.classifier import build_classifier
 from agent.config import RunConfig
 from agent.datasets import Dataset
-from agent.files import write_json
+from agent.files import write_json, write_jsonl
 from agent.report import build_report, write_report
 from agent.runs import Run
 from agent.tracking import start_tracking
@@ -193,7 +193,7 @@ def report_round(
     timings["total"] = time.perf_counter() - t0
     if not (rdir / "metrics.json").exists():
         metrics = {"round": n, "timings_s": timings, **{k: _flat(v) for k, v in report["metrics"].items()}}
-        (rdir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_json(rdir / "metrics.json", metrics)
     rec = run.record()
     rounds = [r for r in rec.get("rounds", []) if r.get("round") != n]
     rounds.append({"round": n, "stage": "report", "test_accuracy": report["metrics"]["test"]["accuracy"]})
@@ -390,9 +390,7 @@ def export(run: Run, clf, kept: list[dict], history: list[dict], final: dict) ->
     out.mkdir(parents=True, exist_ok=True)
     clf.save(out / "model")
     write_json(out / "synthetic.json", kept)
-    with open(out / "synthetic.jsonl", "w", encoding="utf-8") as f:
-        for r in kept:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_jsonl(out / "synthetic.jsonl", kept)
     try:
         from datasets import Dataset as HFDataset
 

@@ -197,8 +197,6 @@ class Plan(BaseModel):
         return sum(i.n_texts for i in self.items)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         return write_atomic(path, self.model_dump_json(indent=2) + "\n")
 
     @classmethod

@@ -37,7 +37,6 @@ def main() -> None:
     from agent.llm.local import LocalBackend
     from agent.planner import Plan
     from agent.synthesize import candidates_from_results, render_requests
-    from prompts import get_template
 
     plan = Plan.load(args.plan)
     plan.items = [i for i in plan.items if i.n_texts > 0][: args.items]
@@ -49,9 +48,7 @@ def main() -> None:
         for j in jobs:
             s = j.request.sampling.model_copy(update={"seed": 1000 * rep})
             if not grouped:  # the template's stops were not applied before
-                s = s.model_copy(
-                    update={"stop": [x for x in s.stop if x not in get_template(j.template.name).stop]}
-                )
+                s = s.model_copy(update={"stop": [x for x in s.stop if x not in j.template.stop]})
             j.request = replace(j.request, sampling=s)
         t0 = time.perf_counter()
         results = backend.generate([j.request for j in jobs])

@@ -24,7 +24,6 @@ benchmark, never by the loop. ``--by-template`` prints label fidelity per prompt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,18 +33,16 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def candidates(run_dir: Path) -> list[dict]:
     """Parsed candidates of every round with their decisions and acceptance."""
+    from agent.filtering import read_jsonl
+
     out = []
     for rd in sorted(run_dir.glob("round-*")):
         if not (rd / "decisions.jsonl").exists():
             continue
-        dec = {d["id"]: d for d in _jsonl(rd / "decisions.jsonl")}
-        for c in _jsonl(rd / "candidates.jsonl"):
+        dec = {d["id"]: d for _, d in read_jsonl(rd / "decisions.jsonl")}
+        for _, c in read_jsonl(rd / "candidates.jsonl"):
             d = dec.get(c["id"])
             if c.get("status") != "parsed" or d is None:
                 continue

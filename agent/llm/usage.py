@@ -106,8 +106,6 @@ class UsageMeter:
 
     def save(self, path: str | Path) -> dict:
         """Write this meter's summary to ``path`` (JSON) and return it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = self.summary()
         write_atomic(path, json.dumps(data, indent=2))
         return data

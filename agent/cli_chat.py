@@ -21,7 +21,7 @@ def chat_cmd(root: RootOpt = Path("runs")) -> None:
     import threading
     import time
 
-    from agent.chat.session import NO_MODEL, ChatSession
+    from activesynth.agent.chat.session import NO_MODEL, ChatSession
 
     session = ChatSession(root)
     print(f"Active Synthesis chat over {root}/ — /help for commands, Ctrl-D to leave.")
@@ -82,7 +82,7 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve the chat panel and a live dashboard of the runs in ROOT."""
-    from agent.web.server import ServeError, make_server
+    from activesynth.agent.web.server import ServeError, make_server
 
     token = token or os.environ.get("ACTIVESYNTH_SERVE_TOKEN") or None
     try:

@@ -69,9 +69,9 @@ def filter_command(
     """Re-filter stored candidates with new thresholds (no LLM call); print counts per reason."""
     from pydantic import ValidationError
 
-    from agent.datasets import DataError
-    from agent.filtering import FilterInputError, filter_run
-    from agent.runs import RunError
+    from activesynth.agent.datasets import DataError
+    from activesynth.agent.filtering import FilterInputError, filter_run
+    from activesynth.agent.runs import RunError
 
     overrides = {
         "rouge_l.max_f": rouge_max,

@@ -22,13 +22,15 @@ prompts_app = typer.Typer(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from agent.cli import _fail as fail  # one error printer (it escapes brackets such as "[vllm]")
+    from activesynth.agent.cli import (
+        _fail as fail,  # one error printer (it escapes brackets such as "[vllm]")
+    )
 
     fail(message, code)
 
 
 def _open_run(path: Path):
-    from agent.runs import Run, RunError
+    from activesynth.agent.runs import Run, RunError
 
     try:
         return Run.open(path)
@@ -52,7 +54,7 @@ def _overrides(
     run=None,
 ) -> dict[str, Any]:
     """Command-line options as GenerateConfig overrides (only those given)."""
-    from agent.synthesize import run_generate_config
+    from activesynth.agent.synthesize import run_generate_config
 
     current = run_generate_config(run).backend.model_dump() if run is not None else {"kind": "local"}
     out: dict[str, Any] = {}
@@ -125,8 +127,8 @@ def generate_command(
     from pydantic import ValidationError
     from rich.console import Console
 
-    from agent.llm import BackendError
-    from agent.synthesize import generate_round, plan_round, render_requests, run_generate_config
+    from activesynth.agent.llm import BackendError
+    from activesynth.agent.synthesize import generate_round, plan_round, render_requests, run_generate_config
 
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -182,7 +184,7 @@ def generate_command(
             console.print(text, markup=False, highlight=False)
         console.print("dry run: no model was called.")
         return
-    from agent.runs import RunError
+    from activesynth.agent.runs import RunError
 
     try:
         with r.lock():
@@ -236,7 +238,7 @@ def prompts_list(
     from rich.console import Console
     from rich.table import Table
 
-    from prompts import list_templates
+    from activesynth.prompts import list_templates
 
     dirs = [run / "prompts"] if run else []
     table = Table(title="Prompt templates")
@@ -253,7 +255,7 @@ def prompts_show(
     run: Path | None = typer.Option(None, "--run", help="Search versions kept by this run too."),
 ) -> None:
     """Print a template's source and metadata."""
-    from prompts import TemplateError, get_template
+    from activesynth.prompts import TemplateError, get_template
 
     try:
         t = get_template(name, [run / "prompts"] if run else [])
@@ -274,7 +276,7 @@ def prompts_render(
     sample: int = typer.Option(0, "--sample", min=0, help="Which sample's example draw to show."),
 ) -> None:
     """Render a template with a run's plan item or with variables from a JSON file."""
-    from prompts import TemplateError, get_template
+    from activesynth.prompts import TemplateError, get_template
 
     try:
         t = get_template(name, [run / "prompts"] if run else [])
@@ -283,8 +285,8 @@ def prompts_render(
             return
         if run is None:
             _fail("give --run DIR (with a plan) or --vars FILE.json")
-        from agent.planner import Planner
-        from agent.synthesize import plan_round, render_requests, run_generate_config
+        from activesynth.agent.planner import Planner
+        from activesynth.agent.synthesize import plan_round, render_requests, run_generate_config
 
         r = _open_run(run)
         n = round_ if round_ is not None else r.latest_round()
@@ -329,9 +331,9 @@ def prompts_compare(
     from rich.console import Console
     from rich.table import Table
 
-    from agent.llm import BackendError
-    from agent.synthesize import compare_templates, run_generate_config
-    from prompts import TemplateError
+    from activesynth.agent.llm import BackendError
+    from activesynth.agent.synthesize import compare_templates, run_generate_config
+    from activesynth.prompts import TemplateError
 
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -342,7 +344,7 @@ def prompts_compare(
             backend, model, base_url, None, None, None, budget, None, None, None, max_tokens, None, run=r
         ),
     )
-    from agent.runs import RunError
+    from activesynth.agent.runs import RunError
 
     try:
         with r.lock():

@@ -9,8 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agent.synthesize import GenerateConfig
-from evaluators.config import FilterConfig
+from activesynth.agent.synthesize import GenerateConfig
+from activesynth.evaluators.config import FilterConfig
 
 __all__ = [
     "ClassifierConfig",

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.config import DataConfig
-from agent.pii import PIIScrubber
+from activesynth.agent.config import DataConfig
+from activesynth.agent.pii import PIIScrubber
 
 __all__ = [
     "BUILTINS",

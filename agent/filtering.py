@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.files import write_json, write_jsonl
-from evaluators.base import Candidate, FilterContext, LLMJudge
-from evaluators.chain import FilterChain, FilterOutcome, filter_report
-from evaluators.config import FilterConfig
+from activesynth.agent.files import write_json, write_jsonl
+from activesynth.evaluators.base import Candidate, FilterContext, LLMJudge
+from activesynth.evaluators.chain import FilterChain, FilterOutcome, filter_report
+from activesynth.evaluators.config import FilterConfig
 
 __all__ = [
     "FilterInputError",
@@ -128,7 +128,7 @@ def filter_candidates(
         outcome, round_index, examples=config.report_examples, config=config.model_dump(mode="json")
     )
     if metrics and context.embedder is not None:
-        from evaluators.synthetic_metrics import accepted_set_metrics
+        from activesynth.evaluators.synthetic_metrics import accepted_set_metrics
 
         acc = outcome.accepted
         previous = (previous_report or {}).get("accepted_metrics")
@@ -219,7 +219,7 @@ def filter_run(
     candidates = load_candidates(rdir / "candidates.jsonl")
     run = None
     if context is None:
-        from agent.runs import Run
+        from activesynth.agent.runs import Run
 
         run = Run.open(run_path)
         context = context_from_run(run, round_index, llm_judge)

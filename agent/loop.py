@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.classifier import build_classifier
-from agent.config import RunConfig
-from agent.datasets import Dataset
-from agent.files import write_json, write_jsonl
-from agent.report import build_report, write_report
-from agent.runs import Run
-from agent.tracking import start_tracking
+from activesynth.agent.classifier import build_classifier
+from activesynth.agent.config import RunConfig
+from activesynth.agent.datasets import Dataset
+from activesynth.agent.files import write_json, write_jsonl
+from activesynth.agent.report import build_report, write_report
+from activesynth.agent.runs import Run
+from activesynth.agent.tracking import start_tracking
 
 __all__ = [
     "evaluate",
@@ -96,7 +96,7 @@ def select_weight(
     run: Run, ds: Dataset, embedder, synthetic: list[dict]
 ) -> tuple[float, float, object, dict]:
     """Try each configured synthetic weight; return (weight, selection macro-F1, classifier, table)."""
-    from evaluators.classification import classification_metrics
+    from activesynth.evaluators.classification import classification_metrics
 
     split = _selection_split(ds)
     table: dict[str, float] = {}
@@ -126,7 +126,7 @@ def evaluate(
 ) -> dict:
     """Test metrics (accuracy, macro P/R/F1, per-class F1, ECE), selection metrics and the dev–test gap,
     and optionally robustness on perturbed copies of (a seeded sample of) the test set and a greedy attack."""
-    from evaluators.classification import classification_metrics
+    from activesynth.evaluators.classification import classification_metrics
 
     split = _selection_split(ds)
     sel = classification_metrics(split.labels, clf.predict_proba(split.texts), clf.classes_)
@@ -138,7 +138,7 @@ def evaluate(
         "dev_test_gap": sel["accuracy"] - test["accuracy"],
     }
     if robustness and hasattr(clf, "predict_proba_embeddings"):
-        from evaluators.robustness import robustness_metrics
+        from activesynth.evaluators.robustness import robustness_metrics
 
         plain = embedder.uncached()  # perturbed texts stay out of the disk cache
 
@@ -244,7 +244,13 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
 
     # Round 1's model: real data only. It is also the real-only baseline of this run.
     clf = build_classifier(cfg.classifier, embedder).fit(ds.train.texts, ds.train.labels)
-    from agent.chat.control import apply_overrides, is_approved, should_pause, should_stop, wait_while_paused
+    from activesynth.agent.chat.control import (
+        apply_overrides,
+        is_approved,
+        should_pause,
+        should_stop,
+        wait_while_paused,
+    )
 
     for n in range(1, lc.rounds + 1):
         say(f"round {n}: starting")  # a chat worker's progress hook may pause or stop here
@@ -294,7 +300,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None) -> dict:
 
         t = time.perf_counter()
         say(f"round {n}: filtering candidates")
-        from agent.filtering import filter_run, read_jsonl
+        from activesynth.agent.filtering import filter_run, read_jsonl
 
         fres = filter_run(run.path, n, config=cfg.filter)
         accepted = [rec for _, rec in read_jsonl(rdir / "accepted.jsonl")]
@@ -485,7 +491,7 @@ def ask_for(run: Run, n: int, quota: int) -> tuple[int, float | None]:
 
 def _generate(run: Run, n: int, quota: int, backend, say: Say) -> dict:
     """Plan and generate round ``n``'s candidates (asking for ``overgenerate`` × quota texts)."""
-    from agent.synthesize import generate_round, run_generate_config
+    from activesynth.agent.synthesize import generate_round, run_generate_config
 
     mode = "untargeted" if run.config.arm == "untargeted" else run.config.generate.planner.mode
     ask, rate = ask_for(run, n, quota)
@@ -673,7 +679,7 @@ def efficiency(
 
     Raises :class:`~agent.datasets.DataError` when a class has fewer training texts than the largest shot
     count (sampling would silently keep them all and the curve would be flat there)."""
-    from agent.datasets import DataError, load
+    from activesynth.agent.datasets import DataError, load
 
     say = progress or _quiet
     out = Path(out)

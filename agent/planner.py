@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.files import write_atomic
+from activesynth.agent.files import write_atomic
 
 __all__ = [
     "EVOL_METHODS",
@@ -261,7 +261,7 @@ def allocate(
 
 def examples_from_dataset(dataset, scrub: bool = True) -> dict[str, list[str]]:
     """Real labelled texts per label from train and dev only (the pool has no labels; test stays sealed)."""
-    from agent.pii import PIIScrubber
+    from activesynth.agent.pii import PIIScrubber
 
     scrubber = PIIScrubber(enabled=scrub)
     out: dict[str, list[str]] = {}
@@ -323,7 +323,7 @@ class Planner:
         ``train_counts`` (training texts per label) drive rebalancing and sparseness; without them the
         report's per-class ``support`` is used.
         """
-        from agent.pii import PIIScrubber
+        from activesynth.agent.pii import PIIScrubber
 
         cfg = self.config
         if report.get("schema_version") != 1:
@@ -454,7 +454,7 @@ class Planner:
 
     def samples_for(self, item: PlanItem) -> int:
         """Samples for ``item.n_texts``: a chat prompt asks for several texts, a completion yields a few."""
-        from prompts import get_template
+        from activesynth.prompts import get_template
 
         try:
             mode = get_template(item.template).mode

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.config import ReportConfig, UncertaintyConfig
-from agent.datasets import Dataset
-from agent.embed import Embedder
-from agent.uncertainty import MCDropout, get_strategy
-from evaluators.classification import classification_metrics, confusion_pairs
+from activesynth.agent.config import ReportConfig, UncertaintyConfig
+from activesynth.agent.datasets import Dataset
+from activesynth.agent.embed import Embedder
+from activesynth.agent.uncertainty import MCDropout, get_strategy
+from activesynth.evaluators.classification import classification_metrics, confusion_pairs
 
 __all__ = ["SCHEMA_VERSION", "build_report", "cluster_texts", "choose_k", "keywords", "write_report"]
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from agent.config import RunConfig
-from agent.files import write_atomic
+from activesynth.agent.config import RunConfig
+from activesynth.agent.files import write_atomic
 
 __all__ = ["Run", "RunError", "RunLocked"]
 
@@ -184,18 +184,18 @@ class Run:
         return json.loads(p.read_text(encoding="utf-8"))
 
     def embedder(self):
-        from agent.embed import Embedder
+        from activesynth.agent.embed import Embedder
 
         e = self.config.embed
         return Embedder(e.model, cache_dir=e.cache_dir, precision=e.precision, batch_size=e.batch_size)
 
     def load_dataset(self):
-        from agent.datasets import load
+        from activesynth.agent.datasets import load
 
         return load(self.config.data)
 
     def load_classifier(self, n: int, embedder=None):
-        from agent.classifier import load_classifier
+        from activesynth.agent.classifier import load_classifier
 
         model_dir = self.round_dir(n) / "model"
         if not (model_dir / "classifier.json").exists():

@@ -21,14 +21,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.files import write_jsonl
-from agent.llm import BackendConfig, LocalConfig, make_backend
-from agent.llm.cache import CachedBackend, LLMCache
-from agent.llm.parse import parse_output
-from agent.llm.protocol import GenerationRequest, Result, SamplingParams
-from agent.llm.usage import PriceTable, UsageMeter
-from agent.planner import EVOL_METHODS, Plan, PlanItem, PlannerConfig
-from prompts import PromptTemplate, get_template, snapshot
+from activesynth.agent.files import write_jsonl
+from activesynth.agent.llm import BackendConfig, LocalConfig, make_backend
+from activesynth.agent.llm.cache import CachedBackend, LLMCache
+from activesynth.agent.llm.parse import parse_output
+from activesynth.agent.llm.protocol import GenerationRequest, Result, SamplingParams
+from activesynth.agent.llm.usage import PriceTable, UsageMeter
+from activesynth.agent.planner import EVOL_METHODS, Plan, PlanItem, PlannerConfig
+from activesynth.prompts import PromptTemplate, get_template, snapshot
 
 __all__ = [
     "GenerateConfig",
@@ -394,7 +394,7 @@ def plan_round(
     Returns (plan, path, made_now). Few-shot examples come from the dataset's train and dev splits (already
     PII-scrubbed; test is sealed) and from the report's gold-labelled uncertain texts.
     """
-    from agent.planner import Planner, examples_from_dataset
+    from activesynth.agent.planner import Planner, examples_from_dataset
 
     planner = Planner(config.planner)
     path = run.round_dir(round_index) / "generation_plan.json"
@@ -502,9 +502,11 @@ class _FilterHook:
         self.run, self.n = run, n
         self.context = None
         try:
-            from agent.filtering import context_from_run, filter_candidates  # noqa: F401
+            from activesynth.agent.filtering import context_from_run, filter_candidates  # noqa: F401
         except ImportError:
-            log.warning("agent.filtering is not available; compare counts every parsed text as accepted")
+            log.warning(
+                "activesynth.agent.filtering is not available; compare counts every parsed text as accepted"
+            )
             self.available = False
             return
         self.available = True
@@ -514,9 +516,9 @@ class _FilterHook:
         if not self.available:
             acc = [r for r in records if r["status"] == "parsed"]
             return acc, Counter(f"parser/{r['reason']}" for r in records if r["status"] != "parsed")
-        from agent.filtering import filter_candidates
-        from evaluators.base import Candidate
-        from evaluators.config import FilterConfig
+        from activesynth.agent.filtering import filter_candidates
+        from activesynth.evaluators.base import Candidate
+        from activesynth.evaluators.config import FilterConfig
 
         cfg = getattr(self.run.config, "filter", None)
         cfg = cfg if isinstance(cfg, FilterConfig) else FilterConfig.model_validate(cfg or {})
@@ -548,7 +550,7 @@ def compare_templates(
     """
     import numpy as np
 
-    from agent.planner import Planner
+    from activesynth.agent.planner import Planner
 
     config = config or run_generate_config(run)
     n = round_index if round_index is not None else run.latest_round()
@@ -658,7 +660,7 @@ def compare_templates(
 def _retrain_f1(run, dataset, embedder, texts: list[str], labels: list[str]) -> float:
     from sklearn.metrics import f1_score
 
-    from agent.classifier import build_classifier
+    from activesynth.agent.classifier import build_classifier
 
     clf = build_classifier(run.config.classifier, embedder)
     clf.fit(list(dataset.train.texts) + texts, list(dataset.train.labels) + labels)

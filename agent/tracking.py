@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.runs import Run, RunError
+from activesynth.agent.runs import Run, RunError
 
 __all__ = ["EXTRA_HINT", "Tracker", "TrackingError", "config_params", "default_uri", "start_tracking"]
 

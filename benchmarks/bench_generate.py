@@ -23,13 +23,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from agent.llm import LocalConfig, SamplingParams
-from agent.llm.cache import CachedBackend, LLMCache
-from agent.llm.local import LocalBackend
-from agent.llm.protocol import GenerationRequest
-from agent.llm.usage import UsageMeter
-from agent.planner import Plan, PlanItem, PlannerConfig
-from agent.synthesize import GenerateConfig, candidates_from_results, render_requests
+from activesynth.agent.llm import LocalConfig, SamplingParams
+from activesynth.agent.llm.cache import CachedBackend, LLMCache
+from activesynth.agent.llm.local import LocalBackend
+from activesynth.agent.llm.protocol import GenerationRequest
+from activesynth.agent.llm.usage import UsageMeter
+from activesynth.agent.planner import Plan, PlanItem, PlannerConfig
+from activesynth.agent.synthesize import GenerateConfig, candidates_from_results, render_requests
 
 TEMPLATES = ["self_instruct_list", "contrastive_pair_list", "evol_in_depth_list", "self_instruct_chat"]
 
@@ -174,7 +174,7 @@ def reference_classifier(data):
     """Frozen MiniLM embeddings + logistic regression on all BANKING77 training texts."""
     from sklearn.linear_model import LogisticRegression
 
-    from agent.embed import Embedder
+    from activesynth.agent.embed import Embedder
 
     emb = Embedder("all-MiniLM-L6-v2")
     texts, labels = zip(*data["train"], strict=True)

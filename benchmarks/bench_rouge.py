@@ -41,7 +41,7 @@ def build_pool(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def ours(seeds: list[str], pool: list[str], threshold: float) -> tuple[list[bool], float]:
-    from evaluators.rouge import RougeLIndex, greedy_novelty
+    from activesynth.evaluators.rouge import RougeLIndex, greedy_novelty
 
     t0 = time.perf_counter()
     index = RougeLIndex(seeds, workers=1)

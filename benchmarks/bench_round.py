@@ -33,10 +33,10 @@ def main() -> None:
     ap.add_argument("--samples-per-prompt", type=int, default=4)
     args = ap.parse_args()
 
-    from agent.llm import LocalConfig
-    from agent.llm.local import LocalBackend
-    from agent.planner import Plan
-    from agent.synthesize import candidates_from_results, render_requests
+    from activesynth.agent.llm import LocalConfig
+    from activesynth.agent.llm.local import LocalBackend
+    from activesynth.agent.planner import Plan
+    from activesynth.agent.synthesize import candidates_from_results, render_requests
 
     plan = Plan.load(args.plan)
     plan.items = [i for i in plan.items if i.n_texts > 0][: args.items]

@@ -24,12 +24,12 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=10)
     args = ap.parse_args()
 
-    from agent.classifier import HeadEnsemble
-    from agent.config import DataConfig, ReportConfig
-    from agent.datasets import load
-    from agent.embed import Embedder
-    from agent.report import choose_k, cluster_texts
-    from agent.uncertainty import BALD, Entropy, Margin
+    from activesynth.agent.classifier import HeadEnsemble
+    from activesynth.agent.config import DataConfig, ReportConfig
+    from activesynth.agent.datasets import load
+    from activesynth.agent.embed import Embedder
+    from activesynth.agent.report import choose_k, cluster_texts
+    from activesynth.agent.uncertainty import BALD, Entropy, Margin
 
     ds = load(DataConfig(dataset="banking77", shots=10))
     emb = Embedder()

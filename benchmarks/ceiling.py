@@ -49,12 +49,12 @@ def main() -> None:
     ap.add_argument("--targeted-classes", type=int, default=20)
     args = ap.parse_args()
 
-    from agent.classifier import build_classifier
-    from agent.config import DataConfig, RunConfig
-    from agent.datasets import _load_builtin, load
-    from agent.embed import Embedder
-    from agent.loop import select_weight
-    from evaluators.classification import classification_metrics
+    from activesynth.agent.classifier import build_classifier
+    from activesynth.agent.config import DataConfig, RunConfig
+    from activesynth.agent.datasets import _load_builtin, load
+    from activesynth.agent.embed import Embedder
+    from activesynth.agent.loop import select_weight
+    from activesynth.evaluators.classification import classification_metrics
 
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [int(b) for b in args.budgets.split(",")]

@@ -37,8 +37,8 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from agent.config import DataConfig, LoopConfig, RunConfig
-    from agent.loop import compare_arms
+    from activesynth.agent.config import DataConfig, LoopConfig, RunConfig
+    from activesynth.agent.loop import compare_arms
 
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.datasets.split(",")

@@ -24,11 +24,11 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=10)
     args = ap.parse_args()
 
-    from agent.classifier import build_classifier
-    from agent.config import DataConfig, RunConfig
-    from agent.datasets import load
-    from agent.embed import Embedder
-    from evaluators.classification import classification_metrics
+    from activesynth.agent.classifier import build_classifier
+    from activesynth.agent.config import DataConfig, RunConfig
+    from activesynth.agent.datasets import load
+    from activesynth.agent.embed import Embedder
+    from activesynth.evaluators.classification import classification_metrics
 
     emb = Embedder()
     print("| dataset | predictor | selection macro-F1 (min–max) | test accuracy (min–max) |")

@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def candidates(run_dir: Path) -> list[dict]:
     """Parsed candidates of every round with their decisions and acceptance."""
-    from agent.filtering import read_jsonl
+    from activesynth.agent.filtering import read_jsonl
 
     out = []
     for rd in sorted(run_dir.glob("round-*")):
@@ -54,7 +54,7 @@ def candidates(run_dir: Path) -> list[dict]:
 
 def pool_margin(emb, ds, cands: list[dict], mask: np.ndarray, C: float, weight: float, k: int = 5):
     """Out-of-fold margin of each masked candidate's intended label (-1 where not masked)."""
-    from agent.classifier import HeadEnsemble
+    from activesynth.agent.classifier import HeadEnsemble
 
     idx = np.flatnonzero(mask)
     margin = np.full(len(cands), -1.0)
@@ -77,13 +77,13 @@ def pool_margin(emb, ds, cands: list[dict], mask: np.ndarray, C: float, weight: 
 
 
 def study(path: str, emb, args) -> None:
-    from agent.classifier import build_classifier
-    from agent.config import ClassifierConfig
-    from agent.datasets import _load_builtin, load
-    from agent.loop import select_weight
-    from agent.runs import Run
-    from evaluators.classification import classification_metrics
-    from evaluators.label_agreement import LabelAgreement
+    from activesynth.agent.classifier import build_classifier
+    from activesynth.agent.config import ClassifierConfig
+    from activesynth.agent.datasets import _load_builtin, load
+    from activesynth.agent.loop import select_weight
+    from activesynth.agent.runs import Run
+    from activesynth.evaluators.classification import classification_metrics
+    from activesynth.evaluators.label_agreement import LabelAgreement
 
     cfg = Run.open(Path(path)).config
     ds = load(cfg.data)
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--by-template", action="store_true", help="only print label fidelity per template")
     args = ap.parse_args()
 
-    from agent.embed import Embedder
+    from activesynth.agent.embed import Embedder
 
     emb = Embedder()
     if args.by_template:

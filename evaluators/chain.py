@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, registry
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, registry
 
 __all__ = ["CandidateResult", "FilterChain", "FilterOutcome", "discover", "filter_report"]
 
@@ -24,11 +24,11 @@ UNUSABLE = "parser"
 
 def discover() -> dict[str, type[Evaluator]]:
     """Import every module of the ``evaluators`` package so that its evaluators register themselves."""
-    import evaluators
+    import activesynth.evaluators as package
 
-    for info in pkgutil.iter_modules(evaluators.__path__):
+    for info in pkgutil.iter_modules(package.__path__):
         if info.name not in _SKIP_MODULES and not info.name.startswith("_"):
-            importlib.import_module(f"evaluators.{info.name}")
+            importlib.import_module(f"{package.__name__}.{info.name}")
     return registry
 
 

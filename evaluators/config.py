@@ -6,12 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from evaluators.dedup import EmbeddingDedup
-from evaluators.label_agreement import LabelAgreement
-from evaluators.leakage import LeakageGuard
-from evaluators.pii_filter import PIIFilter
-from evaluators.quality import QualityRules
-from evaluators.rouge import RougeLFilter
+from activesynth.evaluators.dedup import EmbeddingDedup
+from activesynth.evaluators.label_agreement import LabelAgreement
+from activesynth.evaluators.leakage import LeakageGuard
+from activesynth.evaluators.pii_filter import PIIFilter
+from activesynth.evaluators.quality import QualityRules
+from activesynth.evaluators.rouge import RougeLFilter
 
 __all__ = ["BUILTIN_FIELDS", "DEFAULT_ORDER", "FilterConfig"]
 
@@ -65,8 +65,8 @@ class FilterConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> FilterConfig:
-        from evaluators.base import registry
-        from evaluators.chain import discover
+        from activesynth.evaluators.base import registry
+        from activesynth.evaluators.chain import discover
 
         discover()
         unknown = [n for n in self.order if n not in registry]

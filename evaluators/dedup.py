@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.base import Candidate, Decision, Evaluator, FilterContext
-from evaluators.vectors import CosineIndex, embed, greedy_dedup
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from activesynth.evaluators.vectors import CosineIndex, embed, greedy_dedup
 
 __all__ = ["EmbeddingDedup"]
 

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict
 
 __all__ = ["LabelAgreement", "parse_judge_answer"]
 

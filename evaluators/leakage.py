@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.base import Candidate, Decision, Evaluator, FilterContext
-from evaluators.rouge import RougeLIndex
-from evaluators.vectors import CosineIndex, embed
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from activesynth.evaluators.rouge import RougeLIndex
+from activesynth.evaluators.vectors import CosineIndex, embed
 
 __all__ = ["LeakageGuard"]
 

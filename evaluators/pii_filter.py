@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict
 
 __all__ = ["PIIFilter"]
 
@@ -30,7 +30,7 @@ class PIIFilter(Evaluator):
         self.mode = mode
 
     def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
-        from agent.pii import PIIScrubber
+        from activesynth.agent.pii import PIIScrubber
 
         scrubber = PIIScrubber()
         out = []

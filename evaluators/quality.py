@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext
 
 __all__ = ["QualityRules", "normalize", "script_share", "stopword_language"]
 

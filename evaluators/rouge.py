@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext
 
 __all__ = ["RougeLFilter", "RougeLIndex", "TokenCodec", "rouge_l", "rouge_l_matrix", "tokenize"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluators.rouge import tokenize
+from activesynth.evaluators.rouge import tokenize
 
 __all__ = [
     "accepted_set_metrics",
@@ -137,14 +137,14 @@ def privacy(
     """Distance to the closest real record (1 - cosine) and the share of near-copies of real texts."""
     if not len(syn_emb) or not len(real_emb):
         return {"dcr_median": None, "dcr_p05": None, "near_copy_share": None}
-    from evaluators.vectors import CosineIndex
+    from activesynth.evaluators.vectors import CosineIndex
 
     best, _ = CosineIndex(real_emb.shape[1], real_emb).nearest(syn_emb)
     dcr = 1.0 - best
     near = best > near_copy_cosine
     out: dict[str, Any] = {"dcr_median": float(np.median(dcr)), "dcr_p05": float(np.percentile(dcr, 5))}
     if real_texts is not None and syn_texts is not None:
-        from evaluators.rouge import RougeLIndex
+        from activesynth.evaluators.rouge import RougeLIndex
 
         index = RougeLIndex(real_texts)
         rouge, _ = index.max_scores(index.codec.encode_many(syn_texts))
@@ -205,7 +205,7 @@ def accepted_set_metrics(
     seed: int = 0,
 ) -> dict[str, Any]:
     """All metrics of one accepted set; ``previous`` is the last round's result (for the collapse check)."""
-    from evaluators.vectors import embed
+    from activesynth.evaluators.vectors import embed
 
     syn_emb = embed(embedder, syn_texts) if syn_texts else None
     real_emb = embed(embedder, real_texts) if real_texts else None

@@ -74,6 +74,6 @@ def embed_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(embed_cache):
-    from agent.embed import Embedder
+    from activesynth.agent.embed import Embedder
 
     return Embedder(cache_dir=embed_cache)

@@ -4,6 +4,6 @@ background run manager. Loop hooks: :func:`should_stop`, :func:`should_pause`, :
 Heavy libraries (langchain, playwright) are imported only where used.
 """
 
-from agent.chat.control import is_approved, should_pause, should_stop
+from activesynth.agent.chat.control import is_approved, should_pause, should_stop
 
 __all__ = ["is_approved", "should_pause", "should_stop"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 
-from agent.chat.tools import ToolBox
+from activesynth.agent.chat.tools import ToolBox
 
 __all__ = ["HELP", "run_command"]
 

@@ -11,7 +11,7 @@ import datetime as _dt
 import time
 from typing import Any
 
-from agent.runs import Run
+from activesynth.agent.runs import Run
 
 __all__ = [
     "StopRequested",
@@ -108,7 +108,7 @@ def merge(base: dict, update: dict) -> dict:
 def set_overrides(run: Run, update: dict[str, Any]) -> dict:
     """Validate ``update`` (e.g. ``{"loop": {"budget": 50}}``) against the strict config merged with the
     pending overrides, then store it; raises ``pydantic.ValidationError`` on a bad key or value."""
-    from agent.config import RunConfig
+    from activesynth.agent.config import RunConfig
 
     pending = merge(run.get_state("control.overrides", {}) or {}, update)
     RunConfig.model_validate(merge(run.config.model_dump(mode="json"), pending))
@@ -119,7 +119,7 @@ def set_overrides(run: Run, update: dict[str, Any]) -> dict:
 
 def apply_overrides(run: Run):
     """``run.config`` with the pending overrides applied (a new, validated RunConfig)."""
-    from agent.config import RunConfig
+    from activesynth.agent.config import RunConfig
 
     pending = run.get_state("control.overrides", {}) or {}
     if not pending:

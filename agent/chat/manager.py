@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.chat import control
+from activesynth.agent.chat import control
 
 __all__ = ["RunManager", "is_busy", "work"]
 
@@ -36,8 +36,8 @@ def is_busy(path: Path) -> bool:
 
 def work(path: Path, backend=None) -> str:
     """Run (or resume) the loop of the run in ``path`` under its lock; returns the final state."""
-    from agent.loop import run_loop
-    from agent.runs import Run
+    from activesynth.agent.loop import run_loop
+    from activesynth.agent.runs import Run
 
     run = Run.open(path)
     control.clear_stop(run)
@@ -98,7 +98,7 @@ class RunManager:
         log = open(path / "worker.log", "ab")  # noqa: SIM115 - handed to the child
         try:
             self.procs[path] = subprocess.Popen(
-                [sys.executable, "-m", "agent.chat.worker", str(path)],
+                [sys.executable, "-m", "activesynth.agent.chat.worker", str(path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

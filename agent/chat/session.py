@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from agent.chat.commands import HELP, run_command
-from agent.chat.store import RunStore, redact
-from agent.chat.tools import ToolBox
+from activesynth.agent.chat.commands import HELP, run_command
+from activesynth.agent.chat.store import RunStore, redact
+from activesynth.agent.chat.tools import ToolBox
 
 __all__ = ["NO_MODEL", "SYSTEM_PROMPT", "ChatSession", "langchain_tools", "model_from_env"]
 

@@ -72,7 +72,7 @@ class RunStore:
         return path.resolve().relative_to(self.root).as_posix()
 
     def open(self, run_id: str):
-        from agent.runs import Run
+        from activesynth.agent.runs import Run
 
         path = self.resolve(run_id)
         if not (path / "run.json").exists():
@@ -133,7 +133,7 @@ class RunStore:
         }
 
     def status(self, run_id: str, n_events: int = 8) -> dict:
-        from agent.chat import control
+        from activesynth.agent.chat import control
 
         path = self.resolve(run_id)
         if not (path / "run.json").exists():
@@ -219,7 +219,7 @@ class RunStore:
         return n
 
     def report(self, run_id: str, round_: int | None = None, top: int = 10) -> dict:
-        from agent.runs import RunError
+        from activesynth.agent.runs import RunError
 
         run = self.open(run_id)
         try:
@@ -305,8 +305,8 @@ class RunStore:
         import jinja2
         from jinja2.sandbox import SandboxedEnvironment
 
-        from agent.chat import control
-        from prompts import TemplateError, get_template, load_template, snapshot
+        from activesynth.agent.chat import control
+        from activesynth.prompts import TemplateError, get_template, load_template, snapshot
 
         run = self.open(run_id)
         pdir = run.path / "prompts"

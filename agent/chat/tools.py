@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.chat import control
-from agent.chat.store import RunStore, StoreError, redact
+from activesynth.agent.chat import control
+from activesynth.agent.chat.store import RunStore, StoreError, redact
 
 __all__ = ["TOOLS", "Tool", "ToolBox"]
 
@@ -115,7 +115,7 @@ class ToolBox:
     """Tools bound to one run store and one run manager. ``fenced`` wraps data texts for a model."""
 
     def __init__(self, store: RunStore, manager=None, fenced: bool = False) -> None:
-        from agent.chat.manager import RunManager
+        from activesynth.agent.chat.manager import RunManager
 
         self.store = store
         self.manager = manager or RunManager()
@@ -206,8 +206,8 @@ class ToolBox:
     def start_run(self, a: StartRunArgs) -> str:
         import yaml
 
-        from agent.config import DataConfig, RunConfig
-        from agent.runs import Run, RunError
+        from activesynth.agent.config import DataConfig, RunConfig
+        from activesynth.agent.runs import Run, RunError
 
         if a.config:
             cfg_path = self.store.resolve(a.config, must_exist=False)
@@ -249,7 +249,7 @@ class ToolBox:
         )
 
     def run_status(self, a: RunArg) -> str:
-        from agent.chat.manager import is_busy
+        from activesynth.agent.chat.manager import is_busy
 
         rid = self._run_id(a.run_id)
         s = self.store.status(rid)
@@ -370,7 +370,7 @@ class ToolBox:
         return f"{rid}: pause requested (takes effect before the next stage)"
 
     def resume_run(self, a: RunArg) -> str:
-        from agent.chat.manager import is_busy
+        from activesynth.agent.chat.manager import is_busy
 
         rid = self._run_id(a.run_id)
         run = self.store.open(rid)

@@ -13,8 +13,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import signal
 
-    from agent.chat.control import StopRequested
-    from agent.chat.manager import work
+    from activesynth.agent.chat.control import StopRequested
+    from activesynth.agent.chat.manager import work
 
     def on_term(signum, frame):  # a terminated worker records the run as stopped
         raise StopRequested

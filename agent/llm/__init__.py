@@ -10,10 +10,10 @@ from typing import Annotated
 
 from pydantic import Field
 
-from agent.llm.local import LocalConfig
-from agent.llm.openai import OpenAIConfig
-from agent.llm.protocol import Backend, BackendError, GenerationRequest, Result, SamplingParams
-from agent.llm.vllm import VLLMConfig
+from activesynth.agent.llm.local import LocalConfig
+from activesynth.agent.llm.openai import OpenAIConfig
+from activesynth.agent.llm.protocol import Backend, BackendError, GenerationRequest, Result, SamplingParams
+from activesynth.agent.llm.vllm import VLLMConfig
 
 __all__ = [
     "Backend",
@@ -34,15 +34,15 @@ BackendConfig = Annotated[LocalConfig | OpenAIConfig | VLLMConfig, Field(discrim
 def make_backend(config: LocalConfig | OpenAIConfig | VLLMConfig) -> Backend:
     """Build the backend that ``config.kind`` names."""
     if config.kind == "local":
-        from agent.llm.local import LocalBackend
+        from activesynth.agent.llm.local import LocalBackend
 
         return LocalBackend(config)
     if config.kind == "openai":
-        from agent.llm.openai import OpenAIBackend
+        from activesynth.agent.llm.openai import OpenAIBackend
 
         return OpenAIBackend(config)
     if config.kind == "vllm":
-        from agent.llm.vllm import VLLMBackend
+        from activesynth.agent.llm.vllm import VLLMBackend
 
         return VLLMBackend(config)
     raise BackendError(f"unknown backend kind {config.kind!r}")

@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from agent.llm.protocol import GenerationRequest, OnResult, Result
-from agent.llm.usage import UsageMeter
+from activesynth.agent.llm.protocol import GenerationRequest, OnResult, Result
+from activesynth.agent.llm.usage import UsageMeter
 
 __all__ = ["CachedBackend", "LLMCache"]
 

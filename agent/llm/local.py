@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
+from activesynth.agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
 
 __all__ = ["BUNDLED_MODELS", "LocalBackend", "LocalConfig", "ModelSource", "resolve_model"]
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
+from activesynth.agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
 
 __all__ = ["OpenAIBackend", "OpenAIConfig"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.files import write_atomic
+from activesynth.agent.files import write_atomic
 
 __all__ = ["Price", "PriceTable", "UsageMeter", "UsageRow"]
 

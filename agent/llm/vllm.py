@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
+from activesynth.agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
 
 __all__ = ["VLLMBackend", "VLLMConfig"]
 

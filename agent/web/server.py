@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from agent.chat.store import RunStore, StoreError, redact
+from activesynth.agent.chat.store import RunStore, StoreError, redact
 
 __all__ = ["LOOPBACK", "ServeError", "make_server"]
 
@@ -49,7 +49,7 @@ def run_view(store: RunStore, rid: str) -> dict:
         "prompts": [v["ref"] for v in store.prompt_versions(rid)] if is_run else [],
     }
     if is_run:
-        from agent.chat.manager import is_busy
+        from activesynth.agent.chat.manager import is_busy
 
         view["status"]["busy"] = is_busy(path)
     return view
@@ -59,8 +59,8 @@ def make_server(
     root: Path, host: str = "127.0.0.1", port: int = 7860, token: str | None = None, session=None
 ):
     """A ready ``ThreadingHTTPServer`` (call ``serve_forever``); refuses a non-loopback host without token."""
-    from agent.chat.session import ChatSession
-    from agent.web.page import APP_JS, PAGE
+    from activesynth.agent.chat.session import ChatSession
+    from activesynth.agent.web.page import APP_JS, PAGE
 
     if host not in LOOPBACK and not token:
         raise ServeError(

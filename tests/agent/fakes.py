@@ -4,7 +4,7 @@ import random
 import re
 import time
 
-from agent.llm.protocol import Result
+from activesynth.agent.llm.protocol import Result
 
 
 class EchoBackend:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from agent.classifier import FinetuneClassifier, HeadEnsemble, load_classifier
-from agent.uncertainty import BALD, MCDropout
+from activesynth.agent.classifier import FinetuneClassifier, HeadEnsemble, load_classifier
+from activesynth.agent.uncertainty import BALD, MCDropout
 from tests.conftest import SMALL_LABELS, banking_slice
 
 

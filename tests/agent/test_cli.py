@@ -4,20 +4,20 @@ import sys
 
 from typer.testing import CliRunner
 
-from agent.cli import app
+from activesynth.agent.cli import app
 
 runner = CliRunner()
 
 
 def test_help_is_fast_and_lists_commands():
     out = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import agent.cli"],
+        [sys.executable, "-X", "importtime", "-c", "import activesynth.agent.cli"],
         capture_output=True,
         text=True,
         check=True,
     )
     loaded = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()}
-    assert "agent.cli" in loaded  # the check reads the import log at all
+    assert "activesynth.agent.cli" in loaded  # the check reads the import log at all
     heavy = [m for m in ("torch", "transformers", "faiss", "sentence_transformers") if m in loaded]
     assert not heavy, f"heavy imports at CLI start: {heavy}"
     res = runner.invoke(app, ["--help"])
@@ -95,9 +95,9 @@ def _files_args(files: dict) -> list[str]:
 
 
 def test_efficiency_command_on_user_files(tmp_path, small_files, embed_cache, monkeypatch):
-    import agent.loop as loop
-    from agent.config import ReportConfig
-    from agent.llm.cache import CachedBackend, LLMCache
+    import activesynth.agent.loop as loop
+    from activesynth.agent.config import ReportConfig
+    from activesynth.agent.llm.cache import CachedBackend, LLMCache
     from tests.agent.fakes import EchoBackend
 
     fake = EchoBackend()

@@ -3,8 +3,16 @@ from collections import Counter
 
 import pytest
 
-from agent.config import DataConfig
-from agent.datasets import BUILTINS, DataError, SealedSplitError, Split, load, sample_shots, stratified_split
+from activesynth.agent.config import DataConfig
+from activesynth.agent.datasets import (
+    BUILTINS,
+    DataError,
+    SealedSplitError,
+    Split,
+    load,
+    sample_shots,
+    stratified_split,
+)
 from tests.conftest import SMALL_LABELS, write_csv
 
 

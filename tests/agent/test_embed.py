@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from agent.embed import Embedder, bf16_supported, resolve_model_path
+from activesynth.agent.embed import Embedder, bf16_supported, resolve_model_path
 from tests.conftest import banking_slice
 
 

@@ -1,6 +1,6 @@
 import json
 
-from agent.filtering import _round_prompts
+from activesynth.agent.filtering import _round_prompts
 
 
 def test_round_prompts_feed_the_copy_checks(tmp_path):

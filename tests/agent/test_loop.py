@@ -9,17 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.config import DataConfig, EmbedConfig, LoopConfig, ReportConfig, RunConfig
-from agent.datasets import load
-from agent.llm.cache import CachedBackend, LLMCache
-from agent.loop import (
+from activesynth.agent.config import DataConfig, EmbedConfig, LoopConfig, ReportConfig, RunConfig
+from activesynth.agent.datasets import load
+from activesynth.agent.llm.cache import CachedBackend, LLMCache
+from activesynth.agent.loop import (
     _round_robin,
     cap_synthetic,
     compare_arms,
     run_loop,
     synthetic_weights,
 )
-from agent.runs import Run
+from activesynth.agent.runs import Run
 from tests.agent.fakes import EchoBackend
 
 
@@ -97,7 +97,7 @@ def test_loop_runs_rounds_and_resumes_without_new_calls(tmp_path, small_files, e
 
 
 def test_rollback_keeps_samples_but_does_not_train_on_them(tmp_path, small_files, embed_cache, monkeypatch):
-    import agent.loop as loop
+    import activesynth.agent.loop as loop
 
     real_select = loop.select_weight
 
@@ -153,9 +153,9 @@ def test_no_test_text_reaches_a_prompt(tmp_path, small_files, embed_cache):
 _CHILD = """
 import sys
 from pathlib import Path
-from agent.llm.cache import CachedBackend, LLMCache
-from agent.loop import run_loop
-from agent.runs import Run
+from activesynth.agent.llm.cache import CachedBackend, LLMCache
+from activesynth.agent.loop import run_loop
+from activesynth.agent.runs import Run
 from tests.agent.fakes import EchoBackend
 
 run = Run.open(sys.argv[1])
@@ -223,7 +223,7 @@ def test_tiny_loop_with_the_real_local_model(tmp_path, small_files, embed_cache)
 
 
 def test_chat_controls_reach_the_loop(tmp_path, small_files, embed_cache):
-    from agent.chat.control import request_stop, set_approval, set_overrides
+    from activesynth.agent.chat.control import request_stop, set_approval, set_overrides
 
     _, backend = _backend(tmp_path)
     run = Run.create(
@@ -244,7 +244,7 @@ def test_chat_controls_reach_the_loop(tmp_path, small_files, embed_cache):
 
 
 def test_later_rounds_overgenerate_by_the_measured_acceptance_rate(tmp_path, small_files, embed_cache):
-    from agent.loop import ask_for
+    from activesynth.agent.loop import ask_for
 
     run = Run.create(tmp_path / "run", _config(small_files, embed_cache, overgenerate=3.0))
     assert ask_for(run, 1, 50) == (150, None)  # nothing measured yet: the configured factor

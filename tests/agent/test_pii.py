@@ -1,6 +1,6 @@
 import pytest
 
-from agent.pii import PIIScrubber, iban_ok, luhn_ok, scrub
+from activesynth.agent.pii import PIIScrubber, iban_ok, luhn_ok, scrub
 
 
 @pytest.mark.parametrize(

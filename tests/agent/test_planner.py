@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.planner import Plan, Planner, PlannerConfig, allocate, examples_from_dataset
+from activesynth.agent.planner import Plan, Planner, PlannerConfig, allocate, examples_from_dataset
 
 DATA = Path(__file__).resolve().parents[1] / "prompts" / "data"
 

@@ -3,16 +3,16 @@ import json
 import numpy as np
 import pytest
 
-from agent.config import DataConfig, ReportConfig, RunConfig, UncertaintyConfig
-from agent.datasets import load
-from agent.loop import report_round
-from agent.report import choose_k, cluster_texts, keywords
-from agent.runs import Run
+from activesynth.agent.config import DataConfig, ReportConfig, RunConfig, UncertaintyConfig
+from activesynth.agent.datasets import load
+from activesynth.agent.loop import report_round
+from activesynth.agent.report import choose_k, cluster_texts, keywords
+from activesynth.agent.runs import Run
 
 
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory, small_files, embed_cache):
-    from agent.config import EmbedConfig
+    from activesynth.agent.config import EmbedConfig
 
     cfg = RunConfig(
         data=DataConfig(**small_files),
@@ -108,7 +108,7 @@ def test_choose_k_bounds():
 
 
 def test_run_refuses_second_process_and_other_config(small_run, tmp_path):
-    from agent.runs import RunError, RunLocked
+    from activesynth.agent.runs import RunError, RunLocked
 
     run, _, _ = small_run
     with run.lock(), pytest.raises(RunLocked, match="another process"), Run.open(run.path).lock():
@@ -120,7 +120,7 @@ def test_run_refuses_second_process_and_other_config(small_run, tmp_path):
 
 
 def test_mc_dropout_report(tmp_path, small_files, embed_cache):
-    from agent.config import ClassifierConfig, EmbedConfig
+    from activesynth.agent.config import ClassifierConfig, EmbedConfig
 
     cfg = RunConfig(
         data=DataConfig(**small_files),

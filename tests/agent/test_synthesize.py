@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.llm import LocalConfig
-from agent.llm.cache import CachedBackend, LLMCache
-from agent.llm.protocol import Result, SamplingParams
-from agent.llm.usage import UsageMeter
-from agent.planner import Planner, PlannerConfig
-from agent.synthesize import GenerateConfig, build_backend, render_requests, synthesize
+from activesynth.agent.llm import LocalConfig
+from activesynth.agent.llm.cache import CachedBackend, LLMCache
+from activesynth.agent.llm.protocol import Result, SamplingParams
+from activesynth.agent.llm.usage import UsageMeter
+from activesynth.agent.planner import Planner, PlannerConfig
+from activesynth.agent.synthesize import GenerateConfig, build_backend, render_requests, synthesize
 
 DATA = Path(__file__).resolve().parents[1] / "prompts" / "data"
 FIELDS = {

@@ -9,12 +9,19 @@ import yaml
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from agent import tracking
-from agent.cli import app
-from agent.config import DataConfig, EmbedConfig, LoopConfig, ReportConfig, RunConfig, TrackingConfig
-from agent.llm.cache import CachedBackend, LLMCache
-from agent.loop import run_loop
-from agent.runs import Run
+from activesynth.agent import tracking
+from activesynth.agent.cli import app
+from activesynth.agent.config import (
+    DataConfig,
+    EmbedConfig,
+    LoopConfig,
+    ReportConfig,
+    RunConfig,
+    TrackingConfig,
+)
+from activesynth.agent.llm.cache import CachedBackend, LLMCache
+from activesynth.agent.loop import run_loop
+from activesynth.agent.runs import Run
 from tests.agent.fakes import EchoBackend
 
 SECRET = "sk-never-log-me-4f1e9c07"
@@ -161,7 +168,7 @@ def test_missing_mlflow_is_one_clear_line(tmp_path, small_files, embed_cache, mo
 
 
 def test_cli_flags_set_the_tracking_config(tmp_path, small_files, monkeypatch):
-    import agent.loop as loop
+    import activesynth.agent.loop as loop
 
     seen = {}
 
@@ -199,7 +206,7 @@ def test_config_is_strict_documented_and_old_configs_load(tmp_path, small_files)
     del old["tracking"]  # a config.yaml written before the option existed
     p = tmp_path / "config.yaml"
     p.write_text(yaml.safe_dump(old))
-    from agent.config import load_config
+    from activesynth.agent.config import load_config
 
     assert load_config(p).tracking == TrackingConfig()
 

@@ -4,7 +4,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from agent.uncertainty import BALD, EnsembleVariance, Entropy, LeastConfidence, Margin, get_strategy
+from activesynth.agent.uncertainty import (
+    BALD,
+    EnsembleVariance,
+    Entropy,
+    LeastConfidence,
+    Margin,
+    get_strategy,
+)
 
 
 def _probs(raw):

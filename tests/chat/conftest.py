@@ -28,10 +28,10 @@ def tiny_config(small_files: dict, embed_cache: Path, **loop) -> dict:
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, small_files, embed_cache) -> Path:
     """A run store holding ``tiny`` (finished, active arm, one round) with one injected candidate text."""
-    from agent.config import RunConfig
-    from agent.llm.cache import CachedBackend, LLMCache
-    from agent.loop import run_loop
-    from agent.runs import Run
+    from activesynth.agent.config import RunConfig
+    from activesynth.agent.llm.cache import CachedBackend, LLMCache
+    from activesynth.agent.loop import run_loop
+    from activesynth.agent.runs import Run
     from tests.agent.fakes import EchoBackend
 
     root = tmp_path_factory.mktemp("store")

@@ -13,10 +13,10 @@ from langchain_core.language_models import BaseChatModel  # noqa: E402
 from langchain_core.messages import AIMessage, ToolMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 
-from agent.chat import is_approved, should_pause, should_stop  # noqa: E402
-from agent.chat.manager import RunManager  # noqa: E402
-from agent.chat.session import SYSTEM_PROMPT, ChatSession, model_from_env  # noqa: E402
-from agent.runs import Run  # noqa: E402
+from activesynth.agent.chat import is_approved, should_pause, should_stop  # noqa: E402
+from activesynth.agent.chat.manager import RunManager  # noqa: E402
+from activesynth.agent.chat.session import SYSTEM_PROMPT, ChatSession, model_from_env  # noqa: E402
+from activesynth.agent.runs import Run  # noqa: E402
 
 
 class ScriptedChat(BaseChatModel):

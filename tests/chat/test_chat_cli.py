@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.testing import CliRunner
 
-from agent.cli_chat import register
+from activesynth.agent.cli_chat import register
 
 
 def _app() -> typer.Typer:

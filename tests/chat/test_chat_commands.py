@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from agent.chat import control, is_approved, should_pause, should_stop
-from agent.chat.manager import RunManager, is_busy
-from agent.chat.session import NO_MODEL, ChatSession
-from agent.chat.store import RunStore, StoreError
-from agent.runs import Run
+from activesynth.agent.chat import control, is_approved, should_pause, should_stop
+from activesynth.agent.chat.manager import RunManager, is_busy
+from activesynth.agent.chat.session import NO_MODEL, ChatSession
+from activesynth.agent.chat.store import RunStore, StoreError
+from activesynth.agent.runs import Run
 from tests.chat.conftest import INJECTION
 
 
@@ -78,7 +78,7 @@ def test_set_config_is_validated(store_copy):
 
 
 def test_edit_prompt_saves_a_version_and_selects_it(store_copy):
-    from prompts import get_template
+    from activesynth.prompts import get_template
 
     s = _session(store_copy)
     base = get_template("self_instruct_list")
@@ -152,7 +152,7 @@ def test_worker_process(store_copy):
 def test_pause_holds_the_worker_until_resumed(store_copy, small_files, embed_cache):
     import time
 
-    from agent.config import RunConfig
+    from activesynth.agent.config import RunConfig
     from tests.chat.conftest import tiny_config
 
     run = Run.create(

@@ -49,7 +49,7 @@ class _Stub(BaseHTTPRequestHandler):
 
 
 def test_chat_openai_agent_calls_a_tool(tiny_store, monkeypatch):
-    from agent.chat.session import ChatSession
+    from activesynth.agent.chat.session import ChatSession
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -77,7 +77,7 @@ def test_chat_openai_agent_calls_a_tool(tiny_store, monkeypatch):
 def test_chat_modules_import_no_heavy_library():
     code = (
         "import sys, agent.chat, agent.chat.session, agent.chat.tools, agent.chat.manager, agent.web.server, "
-        "agent.cli_chat\n"
+        "activesynth.agent.cli_chat\n"
         "heavy = [m for m in ('torch', 'langchain', 'langchain_core', 'openai', 'playwright', 'gradio') "
         "if m in sys.modules]\n"
         "print(','.join(heavy))"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.chat.manager import RunManager
-from agent.chat.session import ChatSession
-from agent.web.server import ServeError, make_server
+from activesynth.agent.chat.manager import RunManager
+from activesynth.agent.chat.session import ChatSession
+from activesynth.agent.web.server import ServeError, make_server
 
 CHROMIUM = os.environ.get("ACTIVESYNTH_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(

@@ -37,7 +37,7 @@ def banking_dev() -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def embedder(tmp_path_factory):
     """The real all-MiniLM-L6-v2 embedder (fp32 for stable scores), cached in a session folder."""
-    from agent.embed import Embedder
+    from activesynth.agent.embed import Embedder
 
     return Embedder(cache_dir=tmp_path_factory.mktemp("emb"), precision="fp32")
 
@@ -76,7 +76,7 @@ def shot_data(banking_train):
 @pytest.fixture(scope="session")
 def ensemble(embedder, shot_data):
     """A real HeadEnsemble trained on the 10-label slice."""
-    from agent.classifier import HeadEnsemble
+    from activesynth.agent.classifier import HeadEnsemble
 
     texts, labels = shot_data
     return HeadEnsemble(embedder, n_heads=3, seed=0).fit(texts, labels)

@@ -7,12 +7,12 @@ import inspect
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, registry
-from evaluators.chain import FilterChain, discover, filter_report
-from evaluators.config import DEFAULT_ORDER, FilterConfig
-from evaluators.pii_filter import PIIFilter
-from evaluators.quality import QualityRules
-from evaluators.rouge import RougeLFilter
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, registry
+from activesynth.evaluators.chain import FilterChain, discover, filter_report
+from activesynth.evaluators.config import DEFAULT_ORDER, FilterConfig
+from activesynth.evaluators.pii_filter import PIIFilter
+from activesynth.evaluators.quality import QualityRules
+from activesynth.evaluators.rouge import RougeLFilter
 
 
 class ShoutFilter(Evaluator):

@@ -8,11 +8,11 @@ import logging
 import numpy as np
 import pytest
 
-from agent.datasets import SealedSplit
-from evaluators.base import Candidate, FilterContext, Verdict
-from evaluators.dedup import EmbeddingDedup
-from evaluators.leakage import LeakageGuard
-from evaluators.vectors import CosineIndex, greedy_dedup
+from activesynth.agent.datasets import SealedSplit
+from activesynth.evaluators.base import Candidate, FilterContext, Verdict
+from activesynth.evaluators.dedup import EmbeddingDedup
+from activesynth.evaluators.leakage import LeakageGuard
+from activesynth.evaluators.vectors import CosineIndex, greedy_dedup
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""agent.filtering and ``activesynth filter`` on a real run folder (real data slice, model, FAISS)."""
+"""agent/filtering.py and ``activesynth filter`` on a real run folder (real data slice, model, FAISS)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from agent.cli_filter import register
-from agent.filtering import FilterInputError, filter_run, load_candidates, read_jsonl, round_dir
+from activesynth.agent.cli_filter import register
+from activesynth.agent.filtering import FilterInputError, filter_run, load_candidates, read_jsonl, round_dir
 
 pytestmark = pytest.mark.slow
 
@@ -45,9 +45,9 @@ def candidate(i, text, label, **kw):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, shot_data, banking_dev, embedder, shot_labels):
-    from agent.classifier import HeadEnsemble
-    from agent.config import DataConfig, EmbedConfig, RunConfig
-    from agent.runs import Run
+    from activesynth.agent.classifier import HeadEnsemble
+    from activesynth.agent.config import DataConfig, EmbedConfig, RunConfig
+    from activesynth.agent.runs import Run
 
     root = tmp_path_factory.mktemp("run")
     texts, labels = shot_data

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators.base import Candidate, FilterContext, Verdict
-from evaluators.label_agreement import LabelAgreement, parse_judge_answer
+from activesynth.evaluators.base import Candidate, FilterContext, Verdict
+from activesynth.evaluators.label_agreement import LabelAgreement, parse_judge_answer
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from evaluators.base import Candidate, FilterContext, Verdict
-from evaluators.pii_filter import PIIFilter
-from evaluators.quality import QualityRules, normalize, script_share
+from activesynth.evaluators.base import Candidate, FilterContext, Verdict
+from activesynth.evaluators.pii_filter import PIIFilter
+from activesynth.evaluators.quality import QualityRules, normalize, script_share
 
 
 def judge_one(text: str, ctx: FilterContext | None = None, **cand) -> str:

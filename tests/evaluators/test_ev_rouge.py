@@ -10,8 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
-from evaluators.base import Candidate, FilterContext, Verdict
-from evaluators.rouge import RougeLFilter, RougeLIndex, greedy_novelty, rouge_l, rouge_l_matrix, tokenize
+from activesynth.evaluators.base import Candidate, FilterContext, Verdict
+from activesynth.evaluators.rouge import (
+    RougeLFilter,
+    RougeLIndex,
+    greedy_novelty,
+    rouge_l,
+    rouge_l_matrix,
+    tokenize,
+)
 
 SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from prompts import TemplateError, get_template, list_templates, load_template, snapshot
+from activesynth.prompts import TemplateError, get_template, list_templates, load_template, snapshot
 
 REQUIRED = {
     "self_instruct_list",

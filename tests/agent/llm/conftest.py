@@ -244,8 +244,8 @@ def write_run(root: Path, with_classifier: bool = False):
     """A small real run folder: BANKING77 texts as train/dev/test CSVs, round-01 with a report."""
     import csv
 
-    from agent.config import DataConfig, RunConfig
-    from agent.runs import Run
+    from activesynth.agent.config import DataConfig, RunConfig
+    from activesynth.agent.runs import Run
 
     report = json.loads((DATA / "uncertainty_report.json").read_text())
     train = json.loads((DATA / "examples.json").read_text())["train"]
@@ -269,7 +269,7 @@ def write_run(root: Path, with_classifier: bool = False):
     rd = run.round_dir(1, create=True)
     (rd / "uncertainty_report.json").write_text(json.dumps(report))
     if with_classifier:
-        from agent.classifier import build_classifier
+        from activesynth.agent.classifier import build_classifier
 
         ds = run.load_dataset()
         clf = build_classifier(run.config.classifier, run.embedder())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 
-from agent.llm.cache import CachedBackend, LLMCache
-from agent.llm.protocol import GenerationRequest, Result, SamplingParams
-from agent.llm.usage import Price, PriceTable, UsageMeter
+from activesynth.agent.llm.cache import CachedBackend, LLMCache
+from activesynth.agent.llm.protocol import GenerationRequest, Result, SamplingParams
+from activesynth.agent.llm.usage import Price, PriceTable, UsageMeter
 
 
 class CountingBackend:

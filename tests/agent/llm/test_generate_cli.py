@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from agent.cli_generate import register
+from activesynth.agent.cli_generate import register
 
 SECRET = "sk-cli-secret-42424242"
 
@@ -134,7 +134,7 @@ def test_prompts_compare_on_a_real_server(cli, gen_run, llama_server, tmp_path):
     """Two template versions, same plan, seeds and model (SmolLM2 behind llama.cpp's server)."""
     run = gen_run(with_classifier=True)
     edited = tmp_path / "self_instruct_list.jinja2"
-    from prompts import get_template
+    from activesynth.prompts import get_template
 
     edited.write_text(get_template("self_instruct_list").source.replace("real message", "short message"))
     out = cli(

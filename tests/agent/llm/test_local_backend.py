@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.llm import BackendError, LocalConfig
-from agent.llm.local import LocalBackend, _dequant_dir, resolve_model
-from agent.llm.protocol import GenerationRequest, SamplingParams
+from activesynth.agent.llm import BackendError, LocalConfig
+from activesynth.agent.llm.local import LocalBackend, _dequant_dir, resolve_model
+from activesynth.agent.llm.protocol import GenerationRequest, SamplingParams
 
 PROMPT = (
     'Messages that customers send to their bank. Each line is a message with the intent "card arrival".\n'
@@ -131,7 +131,7 @@ def test_llama_cpp_runtime():
 
 
 def test_vllm_backend_explains_what_is_missing():
-    from agent.llm import VLLMConfig, make_backend
+    from activesynth.agent.llm import VLLMConfig, make_backend
 
     be = make_backend(VLLMConfig(model="some/model"))
     assert be.model_id == "vllm:some/model"
@@ -147,7 +147,7 @@ def test_vllm_backend_explains_what_is_missing():
 
 
 def test_make_backend_builds_each_kind(monkeypatch):
-    from agent.llm import OpenAIConfig, make_backend
+    from activesynth.agent.llm import OpenAIConfig, make_backend
 
     smollm2_or_skip()
     assert make_backend(LocalConfig(model="smollm2")).name == "local"

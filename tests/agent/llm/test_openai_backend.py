@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from agent.llm import BackendError, OpenAIConfig
-from agent.llm.cache import CachedBackend, LLMCache
-from agent.llm.openai import OpenAIBackend, _Throttle
-from agent.llm.protocol import GenerationRequest, SamplingParams
-from agent.llm.usage import UsageMeter
+from activesynth.agent.llm import BackendError, OpenAIConfig
+from activesynth.agent.llm.cache import CachedBackend, LLMCache
+from activesynth.agent.llm.openai import OpenAIBackend, _Throttle
+from activesynth.agent.llm.protocol import GenerationRequest, SamplingParams
+from activesynth.agent.llm.usage import UsageMeter
 
 SECRET = "sk-test-0123456789abcdef-SECRET"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.llm.parse import parse_output, strip_marker
+from activesynth.agent.llm.parse import parse_output, strip_marker
 
 
 def texts(items, status="parsed"):

@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
 
-.PHONY: demo test setup lint format bench clean
+.PHONY: demo test test-fast setup lint format bench clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q
+
+# Everyday runs: lint and the tests not marked slow (no real LLM, no browser, no SIGKILL, no end-to-end run).
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -q -m "not slow"
 
 lint:
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

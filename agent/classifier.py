@@ -22,6 +22,7 @@ import numpy as np
 
 from activesynth.agent.config import ClassifierConfig
 from activesynth.agent.embed import Embedder
+from activesynth.agent.files import write_json
 
 __all__ = ["Classifier", "FinetuneClassifier", "HeadEnsemble", "build_classifier", "load_classifier"]
 
@@ -252,9 +253,9 @@ class HeadEnsemble:
             "predict": self.predict_with,
             "embedder": self.embedder.model_name,
         }
-        (path / "classifier.json").write_text(json.dumps(meta, indent=2))
         arrays = {f"{k}__{name}": v for k, p in enumerate(self._params) for name, v in p.items()}
         np.savez(path / "heads.npz", **arrays)
+        write_json(path / "classifier.json", meta)  # last: its presence means a complete model
 
     @classmethod
     def load(cls, path: Path, embedder: Embedder) -> HeadEnsemble:
@@ -425,7 +426,7 @@ class FinetuneClassifier:
             "embedder": self.embedder.model_name,
             "max_length": self.max_length,
         }
-        (path / "classifier.json").write_text(json.dumps(meta, indent=2))
+        write_json(path / "classifier.json", meta)  # last: its presence means a complete model
 
     @classmethod
     def load(cls, path: Path, embedder: Embedder) -> FinetuneClassifier:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from activesynth.agent.sqlite_pool import SharedConnection, acquire
 
 __all__ = ["DEFAULT_MODEL", "Embedder", "bf16_supported", "default_cache_dir", "resolve_model_path"]
 
@@ -65,37 +65,50 @@ def bf16_supported() -> bool:
 
 
 class _VectorCache:
-    """SQLite key/value store of float32 vectors (WAL, safe across processes)."""
+    """SQLite key/value store of float32 vectors (WAL, safe across processes).
+
+    Every cache on one file in a process shares one connection (:mod:`activesynth.agent.sqlite_pool`), so
+    building an :class:`Embedder` per stage, arm or round holds no extra file handles.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), timeout=60, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
-        self._db.commit()
+        self._conn = self._open()
+
+    def _open(self) -> SharedConnection:
+        conn = acquire(self.path, timeout=60)
+        with conn.lock:
+            conn.db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB NOT NULL)")
+            conn.db.commit()
+        return conn
+
+    def _db(self) -> SharedConnection:
+        if self._conn.pid != os.getpid() or self._conn.closed:  # forked (the child opens its own) or closed
+            self._conn = self._open()
+        return self._conn
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        with self._lock:
+        conn = self._db()
+        with conn.lock:
             for i in range(0, len(keys), 500):
                 chunk = list(keys[i : i + 500])
                 marks = ",".join("?" * len(chunk))
-                for key, blob in self._db.execute(
+                for key, blob in conn.db.execute(
                     f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk
                 ):
                     out[key] = np.frombuffer(blob, dtype=np.float32)
         return out
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
-        with self._lock:
-            self._db.executemany(
+        conn = self._db()
+        with conn.lock:
+            conn.db.executemany(
                 "INSERT OR REPLACE INTO vectors (key, vec) VALUES (?, ?)",
                 [(k, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
             )
-            self._db.commit()
+            conn.db.commit()
 
 
 class Embedder:

@@ -26,43 +26,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from activesynth.agent.config import PlannerConfig
 from activesynth.agent.files import write_atomic
 
-__all__ = [
-    "EVOL_METHODS",
-    "FAMILY_TEMPLATES",
-    "Plan",
-    "PlanItem",
-    "Planner",
-    "PlannerConfig",
-    "allocate",
-    "examples_from_dataset",
-]
+__all__ = ["Plan", "PlanItem", "Planner", "allocate", "examples_from_dataset"]
 
 SCHEMA_VERSION = 1
-
-FAMILY_TEMPLATES: dict[str, dict[str, str]] = {
-    "completion": {
-        "list": "self_instruct_list",
-        "contrastive": "contrastive_pair_list",
-        "evol_depth": "evol_in_depth_list",
-        "evol_breadth": "self_instruct_list",
-    },
-    "chat": {
-        "list": "self_instruct_chat",
-        "contrastive": "contrastive_pair",
-        "evol_depth": "evol_in_depth",
-        "evol_breadth": "evol_in_breadth",
-    },
-}
-
-EVOL_METHODS: dict[str, str] = {
-    "constraints": "adds one realistic constraint or condition (a deadline, an amount, a place)",
-    "deepen": "asks about the same need in more depth, with a reason or a follow-up worry",
-    "concretize": "replaces general words with concrete, specific details",
-    "indirect": "says the same thing indirectly, without the obvious keywords",
-    "complicate": "is written the way a hurried person types: longer, with an aside and a small typo",
-}
 
 _STOP = frozenset(
     re.findall(
@@ -73,72 +42,6 @@ _STOP = frozenset(
         "got please hi hello thanks thank ",
     )
 )
-
-
-class PlannerConfig(BaseModel):
-    """How the planner spends a round's generation budget."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    budget: int = Field(200, ge=0, description="Synthetic texts to ask for in one round.")
-    mode: Literal["targeted", "rebalance", "untargeted"] = Field(
-        "targeted",
-        description="targeted (uncertainty), rebalance (top up small classes) or untargeted (uniform).",
-    )
-    spread: float = Field(
-        0.2,
-        ge=0,
-        le=1,
-        description="Share of the budget spread evenly over all classes (each gets something).",
-    )
-    floor: int = Field(
-        4, ge=0, description="Fewest texts for a unit that gets any (low-score units get none)."
-    )
-    cap: int = Field(40, ge=1, description="Most texts for one unit; the excess goes to other units.")
-    style: Literal["completion", "chat"] = Field(
-        "completion",
-        description="completion templates for base models, chat templates for instruction models.",
-    )
-    templates: dict[str, str] = Field(
-        default_factory=dict,
-        description="Template per family (list, contrastive, evol_depth, evol_breadth); overrides the style.",
-    )
-    max_pairs: int = Field(10, ge=0, description="Most confused pairs that get a contrastive unit.")
-    hard_quantile: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description="Clusters at or above this quantile of mean uncertainty count as hard (evol).",
-    )
-    sparse_support: int = Field(
-        10, ge=0, description="Classes with fewer training texts always use the list family."
-    )
-    n_examples: int = Field(8, ge=1, description="Few-shot examples shown per prompt.")
-    samples_per_prompt: int = Field(
-        4,
-        ge=1,
-        description="Samples drawn from one rendered prompt (same few-shot examples) before the examples are "
-        "drawn again; the prompt is then evaluated once, not per sample. Rewrite (evol) prompts always "
-        "change with their source text.",
-    )
-    example_pool: int = Field(
-        16, ge=1, description="Candidate examples stored per plan item (prompts sample them)."
-    )
-    texts_per_prompt: int = Field(5, ge=1, description="Texts a chat prompt asks for.")
-    completion_yield: int = Field(
-        2, ge=1, description="Texts expected from one completion sample (list prompts)."
-    )
-    evol_methods: list[str] = Field(
-        default_factory=lambda: list(EVOL_METHODS),
-        description=f"Evol in-depth methods used: {list(EVOL_METHODS)}.",
-    )
-    task: str | None = Field(
-        None, description="One-line task description shown in prompts (None: derived from the dataset name)."
-    )
-    seed: int = Field(0, description="Seed for example selection.")
-
-    def template_for(self, family: str) -> str:
-        return self.templates.get(family) or FAMILY_TEMPLATES[self.style][family]
 
 
 class PlanItem(BaseModel):
@@ -186,8 +89,8 @@ class Plan(BaseModel):
     labels: list[str] = Field(default_factory=list, description="All labels of the dataset.")
     task: str = Field(description="Task description shown in prompts.")
     mode: str = Field(description="Planner mode.")
-    budget: int = Field(description="Texts asked for in total (the sum of n_texts at planning time).")
-    unallocated: int = Field(0, description="Budget left over because every unit hit its cap.")
+    n_texts: int = Field(description="Texts asked for in total (the sum of n_texts at planning time).")
+    unallocated: int = Field(0, description="Texts left unplanned because every unit hit its cap.")
     report_sha256: str | None = Field(None, description="sha256 of the report the plan was made from.")
     config: dict[str, Any] = Field(default_factory=dict, description="The PlannerConfig used.")
     items: list[PlanItem] = Field(default_factory=list, description="Units of work.")
@@ -280,7 +183,8 @@ def _label_text(label: str) -> str:
 def _keywords(texts: list[str], k: int = 5) -> list[str]:
     counts: Counter = Counter()
     for t in texts:
-        counts.update({w for w in re.findall(r"[a-zA-Z][a-zA-Z']{2,}", t.lower()) if w not in _STOP})
+        # sorted: ties in most_common keep insertion order, which a set would make depend on the hash seed
+        counts.update(sorted({w for w in re.findall(r"[a-zA-Z][a-zA-Z']{2,}", t.lower()) if w not in _STOP}))
     return [w for w, _ in counts.most_common(k)]
 
 
@@ -305,6 +209,66 @@ def _cluster_description(cluster: dict) -> str:
     return "; ".join(parts)
 
 
+class _Examples:
+    """Real examples per label, whitespace-normalised, PII-scrubbed and de-duplicated (case-insensitive)."""
+
+    def __init__(self, labels: list[str], examples: dict[str, list[str]] | None, cfg: PlannerConfig) -> None:
+        from activesynth.agent.pii import PIIScrubber
+
+        self.cfg = cfg
+        self.scrub = PIIScrubber()
+        self.pool: dict[str, list[str]] = {lab: [] for lab in labels}
+        for lab, texts in (examples or {}).items():
+            if lab in self.pool:
+                self.pool[lab].extend(texts)
+
+    def clean(self, texts: list[str]) -> list[str]:
+        seen, out = set(), []
+        for t in texts:
+            t = self.scrub.scrub(" ".join(str(t).split())).text
+            if t and t.casefold() not in seen:
+                seen.add(t.casefold())
+                out.append(t)
+        return out
+
+    def pick(self, label: str, first: list[str] = ()) -> list[str]:
+        """``first``, then the label's examples in a seeded order; at most ``example_pool`` of them."""
+        base = self.clean(self.pool[label])
+        rng_l = random.Random(f"{self.cfg.seed}:{label}")
+        rng_l.shuffle(base)
+        return self.clean(list(first) + base)[: self.cfg.example_pool]
+
+
+def _uncertain_by_label(report: dict, labels: list[str]) -> dict[str, list[tuple[int | None, str]]]:
+    """Gold-labelled uncertain texts of the report (dev only; never test), as (cluster id, text) per label:
+    they also serve as examples. Refuses a report that holds test texts."""
+    out: dict[str, list[tuple[int | None, str]]] = {lab: [] for lab in labels}
+    for row in report.get("selected", []):
+        if row.get("split") == "test":
+            raise ValueError("the report contains test texts; refusing to use them in prompts")
+        if row.get("gold") in out:
+            out[row["gold"]].append((row.get("cluster"), row["text"]))
+    for cl in report.get("clusters", []):
+        for ex in cl.get("examples", []):
+            if ex.get("split") == "test":
+                raise ValueError("the report contains test texts; refusing to use them in prompts")
+            if ex.get("gold") in out:
+                out[ex["gold"]].append((cl["id"], ex["text"]))
+    return out
+
+
+def _rebalance_units(labels: list[str], counts: dict[str, int]) -> list[dict]:
+    """A ``list`` unit for every class with fewer training texts than the largest, capped at its gap."""
+    units = []
+    top = max(counts.values(), default=0)
+    for lab in labels:
+        gap = top - counts.get(lab, 0)
+        if gap > 0:
+            why = f"rebalance: {gap} below max"
+            units.append(dict(label=lab, family="list", score=float(gap), cap=gap, reason=why))
+    return units
+
+
 class Planner:
     """``Planner(config).plan(report, examples) -> Plan`` (see module docstring)."""
 
@@ -323,70 +287,46 @@ class Planner:
         ``train_counts`` (training texts per label) drive rebalancing and sparseness; without them the
         report's per-class ``support`` is used.
         """
-        from activesynth.agent.pii import PIIScrubber
-
         cfg = self.config
         if report.get("schema_version") != 1:
             raise ValueError(
                 f"unsupported report schema_version {report.get('schema_version')!r} (expected 1)"
             )
-        scrub = PIIScrubber()
         labels = list(report["dataset"]["labels"])
         per_class = {c["label"]: c for c in report.get("per_class", [])}
         counts = train_counts or {lab: int(per_class.get(lab, {}).get("support") or 0) for lab in labels}
-        pool: dict[str, list[str]] = {lab: [] for lab in labels}
-        for lab, texts in (examples or {}).items():
-            if lab in pool:
-                pool[lab].extend(texts)
-        # gold-labelled uncertain texts from the report (dev only; never test) also serve as examples
-        uncertain_by_label: dict[str, list[tuple[int | None, str]]] = {lab: [] for lab in labels}
-        for row in report.get("selected", []):
-            if row.get("split") == "test":
-                raise ValueError("the report contains test texts; refusing to use them in prompts")
-            if row.get("gold") in uncertain_by_label:
-                uncertain_by_label[row["gold"]].append((row.get("cluster"), row["text"]))
-        for cl in report.get("clusters", []):
-            for ex in cl.get("examples", []):
-                if ex.get("split") == "test":
-                    raise ValueError("the report contains test texts; refusing to use them in prompts")
-                if ex.get("gold") in uncertain_by_label:
-                    uncertain_by_label[ex["gold"]].append((cl["id"], ex["text"]))
-
-        def clean(texts: list[str]) -> list[str]:
-            seen, out = set(), []
-            for t in texts:
-                t = scrub.scrub(" ".join(str(t).split())).text
-                if t and t.casefold() not in seen:
-                    seen.add(t.casefold())
-                    out.append(t)
-            return out
-
-        def pick_examples(label: str, first: list[str] = ()) -> list[str]:
-            base = clean(pool[label])
-            rng_l = random.Random(f"{cfg.seed}:{label}")
-            rng_l.shuffle(base)
-            return clean(list(first) + base)[: cfg.example_pool]
+        pool = _Examples(labels, examples, cfg)
+        uncertain_by_label = _uncertain_by_label(report, labels)
 
         units: list[dict] = []
         if cfg.mode == "targeted":
             units = self._targeted_units(report, labels, counts, uncertain_by_label)
         elif cfg.mode == "rebalance":
-            top = max(counts.values(), default=0)
-            for lab in labels:
-                gap = top - counts.get(lab, 0)
-                if gap > 0:
-                    units.append(
-                        dict(
-                            label=lab,
-                            family="list",
-                            score=float(gap),
-                            cap=gap,
-                            reason=f"rebalance: {gap} below max",
-                        )
-                    )
+            units = _rebalance_units(labels, counts)
+        alloc = self._allocate(units, labels, per_class)
+        items = self._items(report, units, alloc, uncertain_by_label, pool)
+        return Plan(
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+            round=round_index,
+            dataset=str(report["dataset"].get("name", "")),
+            labels=labels,
+            task=cfg.task or _default_task(report["dataset"].get("name", "")),
+            mode=cfg.mode,
+            n_texts=sum(i.n_texts for i in items),
+            unallocated=cfg.n_texts - sum(i.n_texts for i in items),
+            report_sha256=hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest(),
+            config=cfg.model_dump(mode="json"),
+            items=items,
+        )
+
+    def _allocate(self, units: list[dict], labels: list[str], per_class: dict[str, dict]) -> list[int]:
+        """Texts per unit, in ``units`` order; appends a ``list`` unit per class that gets a spread share."""
+        cfg = self.config
         spread_share = 1.0 if cfg.mode == "untargeted" else cfg.spread
-        spread_budget = round(cfg.budget * spread_share) if units or cfg.mode == "untargeted" else cfg.budget
-        main_budget = cfg.budget - spread_budget
+        spread_budget = (
+            round(cfg.n_texts * spread_share) if units or cfg.mode == "untargeted" else cfg.n_texts
+        )
+        main_budget = cfg.n_texts - spread_budget
         caps = [u.get("cap", cfg.cap) for u in units]
         alloc = allocate([u["score"] for u in units], main_budget, cfg.floor, cfg.cap, caps)
         unallocated = main_budget - sum(alloc)
@@ -403,54 +343,59 @@ class Planner:
                     dict(label=lab, family="list", score=0.0, reason="spread: every class gets a share", _n=0)
                 )
                 alloc.append(spread_alloc[lab])
+        return alloc
 
+    def _items(
+        self,
+        report: dict,
+        units: list[dict],
+        alloc: list[int],
+        uncertain_by_label: dict[str, list[tuple[int | None, str]]],
+        pool: _Examples,
+    ) -> list[PlanItem]:
+        """A plan item for every unit that got texts, numbered in order."""
         items: list[PlanItem] = []
         clusters = {c["id"]: c for c in report.get("clusters", [])}
         for u, n in zip(units, alloc, strict=True):
             if n <= 0:
                 continue
-            lab = u["label"]
             cl = clusters.get(u.get("cluster"))
-            first = [t for c, t in uncertain_by_label[lab] if cl is not None and c == cl["id"]]
-            exs = pick_examples(lab, first)
-            family = u["family"]
-            if not exs and family != "list":
-                family = "list"
-            item = PlanItem(
-                id=f"p{len(items):03d}",
-                label=lab,
-                family=family,
-                template=cfg.template_for(family),
-                n_texts=n,
-                n_samples=0,
-                cluster=u.get("cluster"),
-                pair=u.get("pair"),
-                score=round(u["score"], 6),
-                reason=u["reason"],
-                examples=exs,
-                label_definition=_definition(lab, exs),
-                cluster_description=_cluster_description(cl) if cl else "",
-            )
-            if family == "contrastive":
-                item.contrast_examples = pick_examples(u["pair"][1])[: cfg.n_examples]
-            if family == "evol_depth":
-                item.source_texts = clean(first)
-                item.methods = list(cfg.evol_methods)
-            item.n_samples = self.samples_for(item)
-            items.append(item)
-        return Plan(
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            round=round_index,
-            dataset=str(report["dataset"].get("name", "")),
-            labels=labels,
-            task=cfg.task or _default_task(report["dataset"].get("name", "")),
-            mode=cfg.mode,
-            budget=sum(i.n_texts for i in items),
-            unallocated=cfg.budget - sum(i.n_texts for i in items),
-            report_sha256=hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest(),
-            config=cfg.model_dump(mode="json"),
-            items=items,
+            first = [t for c, t in uncertain_by_label[u["label"]] if cl is not None and c == cl["id"]]
+            items.append(self._item(f"p{len(items):03d}", u, n, cl, first, pool))
+        return items
+
+    def _item(
+        self, item_id: str, u: dict, n: int, cl: dict | None, first: list[str], pool: _Examples
+    ) -> PlanItem:
+        """The item of unit ``u``: ``n`` texts; ``first``: its cluster's uncertain texts of the label."""
+        cfg = self.config
+        lab = u["label"]
+        exs = pool.pick(lab, first)
+        family = u["family"]
+        if not exs and family != "list":
+            family = "list"
+        item = PlanItem(
+            id=item_id,
+            label=lab,
+            family=family,
+            template=cfg.template_for(family),
+            n_texts=n,
+            n_samples=0,
+            cluster=u.get("cluster"),
+            pair=u.get("pair"),
+            score=round(u["score"], 6),
+            reason=u["reason"],
+            examples=exs,
+            label_definition=_definition(lab, exs),
+            cluster_description=_cluster_description(cl) if cl else "",
         )
+        if family == "contrastive":
+            item.contrast_examples = pool.pick(u["pair"][1])[: cfg.n_examples]
+        if family == "evol_depth":
+            item.source_texts = pool.clean(first)
+            item.methods = list(cfg.evol_methods)
+        item.n_samples = self.samples_for(item)
+        return item
 
     def samples_for(self, item: PlanItem) -> int:
         """Samples for ``item.n_texts``: a chat prompt asks for several texts, a completion yields a few."""
@@ -459,7 +404,7 @@ class Planner:
         try:
             mode = get_template(item.template).mode
         except ValueError:
-            mode = "chat" if self.config.style == "chat" else "completion"
+            mode = "chat" if self.config.style == "chat" else "completion"  # "auto" resolves to completion
         if item.family == "evol_depth" and mode == "completion":
             per = 1
         else:

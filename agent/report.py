@@ -7,12 +7,12 @@ agent reads. Texts in it come only from dev and pool; test texts are used for me
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import math
 import re
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,10 @@ import numpy as np
 from activesynth.agent.config import ReportConfig, UncertaintyConfig
 from activesynth.agent.datasets import Dataset
 from activesynth.agent.embed import Embedder
+from activesynth.agent.files import write_atomic, write_json
+from activesynth.agent.runs import Round
 from activesynth.agent.uncertainty import MCDropout, get_strategy
-from activesynth.evaluators.classification import classification_metrics, confusion_pairs
+from activesynth.evaluators.metrics.classification import classification_metrics, confusion_pairs
 
 __all__ = ["SCHEMA_VERSION", "build_report", "cluster_texts", "choose_k", "keywords", "write_report"]
 
@@ -83,6 +85,28 @@ def keywords(cluster_texts_: list[str], all_texts: list[str], n: int = 6) -> lis
     return [w for _, w in sorted(scored, reverse=True)[:n]]
 
 
+@dataclass
+class _Scored:
+    """The dev + pool texts in report order, each with its split, gold label (dev only), the classifier's
+    prediction and its uncertainty score."""
+
+    texts: list[str]
+    splits: list[str]
+    gold: list[str | None]
+    predicted: list[str]
+    scores: np.ndarray
+
+    def row(self, i: int) -> dict:
+        """Text ``i`` as the report lists it (examples of a cluster, selected texts)."""
+        return {
+            "text": self.texts[i],
+            "split": self.splits[i],
+            "gold": self.gold[i],
+            "predicted": self.predicted[i],
+            "uncertainty": float(self.scores[i]),
+        }
+
+
 def build_report(
     dataset: Dataset,
     classifier,
@@ -101,121 +125,22 @@ def build_report(
     gold: list[str | None] = list(dev.labels or []) + [None] * (len(pool) if pool else 0)
 
     say(f"scoring uncertainty ({ucfg.strategy}) on {len(texts)} dev+pool texts")
-    if ucfg.strategy == "mc_dropout":
-        members = MCDropout(ucfg.mc_samples).sample(classifier, texts)
-    else:
-        members = classifier.member_proba(texts)
-    strategy = get_strategy(ucfg.strategy)
-    if members.shape[0] < 2 and ucfg.strategy in {"bald", "variance"}:
-        raise ValueError(f"strategy '{ucfg.strategy}' needs an ensemble (n_heads >= 2) or mc_dropout")
-    scores = strategy.score(members)
-    # point predictions as the classifier makes them (a head ensemble: its full-data head), except under
-    # MC dropout, whose mean over passes is the prediction
-    mean = members.mean(axis=0) if ucfg.strategy == "mc_dropout" else classifier.predict_proba(texts)
-    predicted = [classes[i] for i in mean.argmax(axis=1)]
+    scores, mean = _score(classifier, texts, ucfg)
+    scored = _Scored(texts, splits, gold, [classes[i] for i in mean.argmax(axis=1)], scores)
 
     say("computing metrics on dev and the held-out test split")
-    n_dev = len(dev)
-    metrics = {"dev": classification_metrics(dev.labels or [], mean[:n_dev], classes)}
-    test_texts, test_labels = dataset.test.reveal("evaluation")
-    metrics["test"] = classification_metrics(test_labels, classifier.predict_proba(test_texts), classes)
-    del test_texts
+    metrics = _metrics(dataset, classifier, mean, classes)
 
     n_sel = ucfg.top_k or max(1, int(round(ucfg.top_fraction * len(texts))))
     n_sel = min(n_sel, len(texts))
-    order = np.argsort(-scores, kind="stable")
-    sel = order[:n_sel]
-
-    # per class (dev gold labels; pool texts count toward their predicted class)
-    per_class = []
-    dev_scores = scores[:n_dev]
-    dev_gold = np.array(dev.labels or [])
-    dev_pred = np.array(predicted[:n_dev])
-    sel_labels = Counter(gold[i] if gold[i] is not None else predicted[i] for i in sel)
-    for c in classes:
-        m = dev_gold == c
-        per_class.append(
-            {
-                "label": c,
-                "support": int(m.sum()),
-                "n_selected": int(sel_labels.get(c, 0)),
-                "mean_uncertainty": float(dev_scores[m].mean()) if m.any() else 0.0,
-                "dev_error_rate": float((dev_pred[m] != c).mean()) if m.any() else 0.0,
-                "dev_f1": metrics["dev"]["per_class"][c]["f1"],
-                "test_f1": metrics["test"]["per_class"][c]["f1"],
-            }
-        )
-    per_class.sort(key=lambda r: (-r["mean_uncertainty"], r["label"]))
-
-    pairs = confusion_pairs(list(dev_gold), list(dev_pred))
-    pair_unc: dict[tuple[str, str], list[float]] = {}
-    for i in range(n_dev):
-        if dev_gold[i] != dev_pred[i]:
-            pair_unc.setdefault((dev_gold[i], dev_pred[i]), []).append(float(dev_scores[i]))
-    confused = [
-        {"gold": g, "predicted": p, "count": c, "mean_uncertainty": float(np.mean(pair_unc[(g, p)]))}
-        for (g, p), c in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
-    ][: rcfg.top_pairs]
+    sel = np.argsort(-scores, kind="stable")[:n_sel]
+    per_class = _per_class(scored, len(dev), sel, classes, metrics)
+    confused = _confused_pairs(scored, len(dev), rcfg.top_pairs)
 
     say(f"embedding and clustering {n_sel} uncertain texts with FAISS")
-    sel_texts = [texts[i] for i in sel]
-    X = embedder.encode(sel_texts)
-    k = choose_k(n_sel, rcfg)
-    assign, centroids = cluster_texts(X, k, seed=seed)
-    clusters = []
-    for cid in range(centroids.shape[0]):
-        members_ix = np.flatnonzero(assign == cid)
-        if len(members_ix) == 0:
-            continue
-        rows = [int(sel[j]) for j in members_ix]
-        sims = X[members_ix] @ centroids[cid] / max(np.linalg.norm(centroids[cid]), 1e-12)
-        nearest = [rows[j] for j in np.argsort(-sims)[: rcfg.examples_per_cluster]]
-        gold_counts = Counter(gold[i] for i in rows if gold[i] is not None)
-        in_pairs = Counter(
-            (gold[i], predicted[i]) for i in rows if gold[i] is not None and gold[i] != predicted[i]
-        )
-        clusters.append(
-            {
-                "id": len(clusters),
-                "size": len(rows),
-                "mean_uncertainty": float(scores[rows].mean()),
-                "gold_labels": dict(gold_counts.most_common()),
-                "predicted_labels": dict(Counter(predicted[i] for i in rows).most_common()),
-                "confused_pairs": [
-                    {"gold": g, "predicted": p, "count": c} for (g, p), c in in_pairs.most_common()
-                ],
-                "keywords": keywords([texts[i] for i in rows], sel_texts, rcfg.keywords_per_cluster),
-                "examples": [
-                    {
-                        "text": texts[i],
-                        "split": splits[i],
-                        "gold": gold[i],
-                        "predicted": predicted[i],
-                        "uncertainty": float(scores[i]),
-                    }
-                    for i in nearest
-                ],
-                "_rows": rows,
-            }
-        )
-    clusters.sort(key=lambda c: (-c["mean_uncertainty"] * c["size"], c["id"]))
-    cluster_of: dict[int, int] = {}
-    for new_id, c in enumerate(clusters):
-        c["id"] = new_id
-        for r in c.pop("_rows"):
-            cluster_of[r] = new_id
-
-    selected = [
-        {
-            "text": texts[i],
-            "split": splits[i],
-            "gold": gold[i],
-            "predicted": predicted[i],
-            "uncertainty": float(scores[i]),
-            "cluster": cluster_of[int(i)],
-        }
-        for i in sel
-    ]
+    X = embedder.encode([texts[i] for i in sel])
+    clusters, cluster_of = _clusters(scored, sel, X, rcfg, seed)
+    selected = [{**scored.row(i), "cluster": cluster_of[int(i)]} for i in sel]
     map2d = _project_2d(X)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -242,6 +167,120 @@ def build_report(
     }
 
 
+def _score(classifier, texts: list[str], ucfg: UncertaintyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(uncertainty per text, class probabilities per text). The probabilities are the point predictions as
+    the classifier makes them (a head ensemble: its full-data head), except under MC dropout, whose mean over
+    passes is the prediction."""
+    if ucfg.strategy == "mc_dropout":
+        members = MCDropout(ucfg.mc_samples).sample(classifier, texts)
+    else:
+        members = classifier.member_proba(texts)
+    strategy = get_strategy(ucfg.strategy)
+    if members.shape[0] < 2 and ucfg.strategy in {"bald", "variance"}:
+        raise ValueError(f"strategy '{ucfg.strategy}' needs an ensemble (n_heads >= 2) or mc_dropout")
+    scores = strategy.score(members)
+    mean = members.mean(axis=0) if ucfg.strategy == "mc_dropout" else classifier.predict_proba(texts)
+    return scores, mean
+
+
+def _metrics(dataset: Dataset, classifier, mean: np.ndarray, classes: list[str]) -> dict:
+    """Classification metrics on dev (from ``mean``, dev rows first) and on the sealed test split."""
+    dev = dataset.dev
+    metrics = {"dev": classification_metrics(dev.labels or [], mean[: len(dev)], classes)}
+    test_texts, test_labels = dataset.test.reveal("evaluation")
+    metrics["test"] = classification_metrics(test_labels, classifier.predict_proba(test_texts), classes)
+    del test_texts
+    return metrics
+
+
+def _per_class(scored: _Scored, n_dev: int, sel: np.ndarray, classes: list[str], metrics: dict) -> list[dict]:
+    """One row per class, most uncertain first (dev gold labels; selected pool texts count toward their
+    predicted class)."""
+    dev_scores = scored.scores[:n_dev]
+    dev_gold = np.array(scored.gold[:n_dev])
+    dev_pred = np.array(scored.predicted[:n_dev])
+    gold, predicted = scored.gold, scored.predicted
+    sel_labels = Counter(gold[i] if gold[i] is not None else predicted[i] for i in sel)
+    per_class = []
+    for c in classes:
+        m = dev_gold == c
+        per_class.append(
+            {
+                "label": c,
+                "support": int(m.sum()),
+                "n_selected": int(sel_labels.get(c, 0)),
+                "mean_uncertainty": float(dev_scores[m].mean()) if m.any() else 0.0,
+                "dev_error_rate": float((dev_pred[m] != c).mean()) if m.any() else 0.0,
+                "dev_f1": metrics["dev"]["per_class"][c]["f1"],
+                "test_f1": metrics["test"]["per_class"][c]["f1"],
+            }
+        )
+    per_class.sort(key=lambda r: (-r["mean_uncertainty"], r["label"]))
+    return per_class
+
+
+def _confused_pairs(scored: _Scored, n_dev: int, top: int) -> list[dict]:
+    """The ``top`` most frequent (gold, predicted) dev errors with their mean uncertainty."""
+    dev_scores = scored.scores[:n_dev]
+    dev_gold = np.array(scored.gold[:n_dev])
+    dev_pred = np.array(scored.predicted[:n_dev])
+    pairs = confusion_pairs(list(dev_gold), list(dev_pred))
+    pair_unc: dict[tuple[str, str], list[float]] = {}
+    for i in range(n_dev):
+        if dev_gold[i] != dev_pred[i]:
+            pair_unc.setdefault((dev_gold[i], dev_pred[i]), []).append(float(dev_scores[i]))
+    return [
+        {"gold": g, "predicted": p, "count": c, "mean_uncertainty": float(np.mean(pair_unc[(g, p)]))}
+        for (g, p), c in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+    ][:top]
+
+
+def _clusters(
+    scored: _Scored, sel: np.ndarray, X: np.ndarray, rcfg: ReportConfig, seed: int
+) -> tuple[list[dict], dict[int, int]]:
+    """Cluster the selected texts (embeddings ``X``, in ``sel`` order); returns the clusters, largest
+    uncertainty mass first and numbered in that order, and the cluster of every selected text index."""
+    sel_texts = [scored.texts[i] for i in sel]
+    assign, centroids = cluster_texts(X, choose_k(len(sel), rcfg), seed=seed)
+    clusters = []
+    for cid in range(centroids.shape[0]):
+        members_ix = np.flatnonzero(assign == cid)
+        if len(members_ix) == 0:
+            continue
+        rows = [int(sel[j]) for j in members_ix]
+        sims = X[members_ix] @ centroids[cid] / max(np.linalg.norm(centroids[cid]), 1e-12)
+        nearest = [rows[j] for j in np.argsort(-sims)[: rcfg.examples_per_cluster]]
+        clusters.append(_cluster(len(clusters), scored, rows, nearest, sel_texts, rcfg.keywords_per_cluster))
+    clusters.sort(key=lambda c: (-c["mean_uncertainty"] * c["size"], c["id"]))
+    cluster_of: dict[int, int] = {}
+    for new_id, c in enumerate(clusters):
+        c["id"] = new_id
+        for r in c.pop("_rows"):
+            cluster_of[r] = new_id
+    return clusters, cluster_of
+
+
+def _cluster(
+    cid: int, scored: _Scored, rows: list[int], nearest: list[int], sel_texts: list[str], n_keywords: int
+) -> dict:
+    """One cluster of the report; ``_rows`` (its text indices) is removed once clusters are numbered."""
+    gold, predicted = scored.gold, scored.predicted
+    gold_counts = Counter(gold[i] for i in rows if gold[i] is not None)
+    errors = [i for i in rows if gold[i] is not None and gold[i] != predicted[i]]
+    in_pairs = Counter((gold[i], predicted[i]) for i in errors)
+    return {
+        "id": cid,
+        "size": len(rows),
+        "mean_uncertainty": float(scored.scores[rows].mean()),
+        "gold_labels": dict(gold_counts.most_common()),
+        "predicted_labels": dict(Counter(predicted[i] for i in rows).most_common()),
+        "confused_pairs": [{"gold": g, "predicted": p, "count": c} for (g, p), c in in_pairs.most_common()],
+        "keywords": keywords([scored.texts[i] for i in rows], sel_texts, n_keywords),
+        "examples": [scored.row(i) for i in nearest],
+        "_rows": rows,
+    }
+
+
 def _project_2d(X: np.ndarray) -> np.ndarray:
     if len(X) < 3:
         return np.zeros((len(X), 2))
@@ -255,15 +294,15 @@ def _project_2d(X: np.ndarray) -> np.ndarray:
 
 
 def write_report(report: dict, out_dir: Path, plots: bool = True) -> dict[str, Path]:
-    """Write ``uncertainty_report.json``, ``uncertainty_report.md`` and PNG plots into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the PNG plots, ``uncertainty_report.md`` and, last and atomically, ``uncertainty_report.json``
+    (a resumed run treats it as the mark of a finished report) into a round folder."""
+    rnd = Round(Path(out_dir), 0)
     data = {k: v for k, v in report.items() if not k.startswith("_")}
-    paths = {"json": out_dir / "uncertainty_report.json", "md": out_dir / "uncertainty_report.md"}
-    paths["json"].write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    paths["md"].write_text(render_markdown(data), encoding="utf-8")
+    paths = {"json": rnd.file(Round.REPORT), "md": rnd.file(Round.REPORT_MD)}
     if plots:
-        paths.update(_plots(report, out_dir / "plots"))
+        paths.update(_plots(report, rnd.file(Round.PLOTS)))
+    write_atomic(paths["md"], render_markdown(data))
+    write_json(paths["json"], data)
     return paths
 
 

@@ -9,6 +9,7 @@ would be sent. ``synthesize(...)`` does one round: it snapshots the templates it
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -19,58 +20,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from activesynth.agent.files import write_jsonl
-from activesynth.agent.llm import BackendConfig, LocalConfig, make_backend
+from activesynth.agent.config import EVOL_METHODS, GenerateConfig, PlannerConfig
+from activesynth.agent.fitting import PromptFit, needed_tokens, unusable_warning
+from activesynth.agent.llm import make_backend
 from activesynth.agent.llm.cache import CachedBackend, LLMCache
 from activesynth.agent.llm.parse import parse_output
-from activesynth.agent.llm.protocol import GenerationRequest, Result, SamplingParams
-from activesynth.agent.llm.usage import PriceTable, UsageMeter
-from activesynth.agent.planner import EVOL_METHODS, Plan, PlanItem, PlannerConfig
+from activesynth.agent.llm.protocol import PROMPT_TOO_LONG, GenerationRequest, Result, SamplingParams
+from activesynth.agent.llm.usage import UsageMeter
+from activesynth.agent.planner import Plan, PlanItem
+from activesynth.agent.runs import Round, Run
 from activesynth.prompts import PromptTemplate, get_template, snapshot
 
 __all__ = [
-    "GenerateConfig",
     "PromptJob",
     "SynthesisResult",
     "build_backend",
+    "generate_round",
+    "plan_round",
     "render_requests",
     "synthesize",
-    "write_jsonl",
 ]
 
 log = logging.getLogger(__name__)
-
-
-class GenerateConfig(BaseModel):
-    """Everything the generation step needs (``generate:`` in a run's config.yaml)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    backend: BackendConfig = Field(default_factory=LocalConfig, description="local, openai or vllm backend.")
-    planner: PlannerConfig = Field(
-        default_factory=PlannerConfig, description="Budget allocation and templates."
-    )
-    sampling: SamplingParams = Field(
-        default_factory=SamplingParams,
-        description="Sampling of completion prompts (chat prompts: same, with chat_max_tokens, no stops).",
-    )
-    chat_max_tokens: int = Field(
-        192, ge=1, description="max_tokens for chat prompts (they ask for several texts)."
-    )
-    cache_path: Path | None = Field(
-        None,
-        description="SQLite LLM cache (None: <run>/llm_cache.sqlite; share one across runs to reuse calls).",
-    )
-    prices: PriceTable = Field(
-        default_factory=PriceTable, description="Prices per model for cost accounting."
-    )
-    keep_surplus: bool = Field(
-        True,
-        description="Keep every text a sample yields, also past its unit's n_texts: more candidates per "
-        "call at no extra cost (the filters and the loop's quota still decide what is used).",
-    )
+_MAX_TOKENS = 1024  # the most max_tokens the data may ask for on its own
 
 
 @dataclass
@@ -145,12 +117,14 @@ def render_requests(
     chat_max_tokens: int = 192,
     template_dirs: list[Path] = (),
     template_override: str | None = None,
+    fit: PromptFit | None = None,
 ) -> list[PromptJob]:
     """Render every sample of every plan item into requests; identical prompts share one request (n > 1).
 
     Each group of ``samples_per_prompt`` samples draws its few-shot examples from the item's pool with a seed
     of (plan seed, item, group), so prompts vary across groups and are the same on every re-run; a rewrite
-    prompt changes with every sample's source text.
+    prompt changes with every sample's source text. With ``fit``, a prompt that would not fit the model's
+    context shows fewer examples (down to one, then shortened ones) until it fits.
     """
     sampling = sampling or SamplingParams()
     cfg = PlannerConfig.model_validate(plan.config) if plan.config else PlannerConfig()
@@ -175,13 +149,15 @@ def render_requests(
                 sources = item.source_texts or item.examples
                 source = sources[s % len(sources)] if sources else ""
                 method = methods[(s // max(1, len(sources))) % len(methods)] if methods else None
-            rendered = tmpl.render(**_variables(plan, item, examples, per_prompt, source, method))
             if tmpl.mode == "completion":
                 # a template may name where its output ends (a rewrite after one line, a list at a blank line)
                 stops = list(sampling.stop) + [x for x in tmpl.stop if x not in sampling.stop]
                 params = sampling.model_copy(update={"stop": stops}) if tmpl.stop else sampling
             else:
                 params = sampling.model_copy(update={"max_tokens": chat_max_tokens, "stop": []})
+
+            draw = functools.partial(_render, tmpl, plan, item, per_prompt, source, method)
+            rendered, examples = _fitted(draw, examples, tmpl, params, fit)
             prompt_id = _sha(tmpl.version, rendered.text, params.model_dump_json())[:16]
             key = f"{item.id}:{prompt_id}"
             if key in jobs:
@@ -199,12 +175,49 @@ def render_requests(
                 n=1,
                 template=tmpl.name,
                 template_version=tmpl.version,
+                meta=(
+                    ("item", item.id),
+                    ("label", item.label),
+                    ("family", item.family),
+                    ("rewrite", "1" if rewrite else "0"),
+                    ("n", str(per_prompt)),
+                    ("examples", json.dumps(examples, ensure_ascii=False)),
+                ),
             )
             jobs[key] = PromptJob(
                 item=item, template=tmpl, request=req, source_text=source, method=method, examples=examples
             )
             order.append(key)
     return [jobs[k] for k in order]
+
+
+def _render(tmpl: PromptTemplate, plan: Plan, item: PlanItem, n: int, source, method, examples: list[str]):
+    return tmpl.render(**_variables(plan, item, examples, n, source, method))
+
+
+def _request(tmpl: PromptTemplate, rendered, params: SamplingParams) -> GenerationRequest:
+    messages = tuple((m["role"], m["content"]) for m in rendered.messages) if rendered.messages else None
+    return GenerationRequest(
+        id="fit", mode=tmpl.mode, prompt=rendered.prompt, messages=messages, sampling=params
+    )
+
+
+def _fitted(draw, examples: list[str], tmpl: PromptTemplate, params: SamplingParams, fit: PromptFit | None):
+    """The rendered prompt with ``examples``, or with fewer (then shortened) ones until it fits the model's
+    context; (rendered, examples shown). Without ``fit``, or when nothing helps, the full prompt."""
+    rendered = draw(examples)
+    if fit is None or fit.fits(_request(tmpl, rendered, params)):
+        return rendered, examples
+    tries = [examples[:k] for k in range(len(examples) - 1, 0, -1)]
+    tries.append([" ".join(e.split()[:40]) for e in examples[:1]])
+    for shown in tries:
+        shorter = draw(shown)
+        if fit.fits(_request(tmpl, shorter, params)):
+            log.info(
+                "prompt of %s shortened to %d example(s) to fit the model's context", tmpl.ref, len(shown)
+            )
+            return shorter, shown
+    return rendered, examples  # the backend records it as prompt_too_long
 
 
 def _parse_style(tmpl: PromptTemplate) -> str:
@@ -216,6 +229,13 @@ def _parse_style(tmpl: PromptTemplate) -> str:
 def build_backend(config: GenerateConfig, cache_path: Path, meter: UsageMeter, stage: str = "generate"):
     """The configured backend behind the call cache."""
     return CachedBackend(make_backend(config.backend), LLMCache(cache_path), meter, stage=stage)
+
+
+def _code(reason: str | None) -> str:
+    """The reason's code (``truncated``, ``no_text``, …); a backend error that is a prompt too long for the
+    model's context is counted as ``prompt_too_long``."""
+    code = (reason or "").split(":")[0]
+    return "prompt_too_long" if code == "backend_error" and PROMPT_TOO_LONG in (reason or "") else code
 
 
 def candidates_from_results(
@@ -256,7 +276,7 @@ def candidates_from_results(
                         if not keep_surplus:
                             continue
                     kept[job.item.id] += 1
-                stats[status if status == "parsed" else f"unusable:{(reason or '').split(':')[0]}"] += 1
+                stats[status if status == "parsed" else f"unusable:{_code(reason)}"] += 1
                 cid = _sha(round_index, model_id, req.id, res.sample_index, k, text)[:20]
                 if cid in seen_ids:
                     continue
@@ -307,7 +327,9 @@ def synthesize(
     config = config or GenerateConfig()
     meter = meter or getattr(backend, "meter", None) or UsageMeter(config.prices)
     template_dirs = [prompts_dir] if prompts_dir else []
-    jobs = render_requests(plan, config.sampling, config.chat_max_tokens, template_dirs, template_override)
+    sampling, chat_max_tokens = _sized(plan, config, backend)
+    fit = PromptFit.for_backend(backend, floor=getattr(config.backend, "n_ctx", 0))
+    jobs = render_requests(plan, sampling, chat_max_tokens, template_dirs, template_override, fit)
     templates = {j.template.ref: j.template for j in jobs}
     kept_paths = {}
     if prompts_dir is not None:
@@ -332,8 +354,8 @@ def synthesize(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "backend": backend.name,
         "model": backend.model_id,
-        "sampling": config.sampling.model_dump(mode="json"),
-        "chat_max_tokens": config.chat_max_tokens,
+        "sampling": sampling.model_dump(mode="json"),
+        "chat_max_tokens": chat_max_tokens,
         "keep_surplus": config.keep_surplus,
         "templates": [
             {"name": t.name, "version": t.version, "ref": ref, "mode": t.mode, "kept_at": kept_paths.get(ref)}
@@ -348,133 +370,128 @@ def synthesize(
         "stats": stats,
         "seconds": round(seconds, 3),
         "usage": usage,
+        "warning": unusable_warning(stats),
     }
+    if record["warning"]:
+        log.warning("round %s: %s", round_index, record["warning"])
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        write_jsonl(out_dir / "candidates.jsonl", records)
-        write_jsonl(out_dir / "prompts.jsonl", [j.prompt_record() for j in jobs])
-        meter.accumulate(out_dir / "usage.json")  # a round's usage adds up over re-runs
-        (out_dir / "generation_record.json").write_text(
-            json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-        )
+        out = Round(Path(out_dir), round_index)
+        out.write_jsonl(Round.CANDIDATES, records)
+        out.write_jsonl(Round.PROMPTS, [j.prompt_record() for j in jobs])
+        meter.accumulate(out.file(Round.USAGE))  # a round's usage adds up over re-runs
+        out.write_json(Round.GENERATION, record)
     return SynthesisResult(candidates=records, usage=usage, record=record, failures=failures, stats=stats)
+
+
+def _sized(plan: Plan, config: GenerateConfig, backend) -> tuple[SamplingParams, int]:
+    """Sampling with ``max_tokens`` (and the chat prompts' budget) raised, never lowered, to what one typical
+    long text of the data needs; a short-text dataset keeps the configured values."""
+    texts = [t for item in plan.items for t in (*item.examples, *item.source_texts)]
+    sampling, chat = config.sampling, config.chat_max_tokens
+    per_text = needed_tokens(texts)  # an estimate from bytes: no tokenizer is loaded when it is small
+    if per_text <= sampling.max_tokens and per_text * plan_texts_per_chat(plan) <= chat:
+        return sampling, chat
+    per_text = needed_tokens(texts, getattr(backend, "count_tokens", None))
+    wanted = min(max(sampling.max_tokens, per_text), _MAX_TOKENS)
+    chat = min(max(chat, per_text * plan_texts_per_chat(plan)), _MAX_TOKENS)
+    if wanted != sampling.max_tokens:
+        log.info(
+            "max_tokens %d -> %d: the data's long texts need about %d tokens each",
+            sampling.max_tokens,
+            wanted,
+            per_text,
+        )
+    return sampling.model_copy(update={"max_tokens": wanted}), chat
+
+
+def plan_texts_per_chat(plan: Plan) -> int:
+    """Texts a chat prompt of this plan asks for."""
+    return int((plan.config or {}).get("texts_per_prompt") or PlannerConfig().texts_per_prompt)
 
 
 # -- run-level steps (used by the CLI and the loop) ------------------------------------------------------
 
 
-def run_generate_config(run, overrides: dict[str, Any] | None = None) -> GenerateConfig:
-    """The run config's ``generate`` section (or defaults) with overrides merged per section.
-
-    A ``backend`` override of another kind replaces the backend section instead of merging into it.
-    """
-    section = getattr(run.config, "generate", None) if run is not None else None
-    if isinstance(section, BaseModel):
-        base = section.model_dump()
-    elif isinstance(section, dict):
-        base = dict(section)
-    else:
-        base = {}
-    for key, value in (overrides or {}).items():
-        same_kind = key != "backend" or value.get("kind", base.get(key, {}).get("kind")) == base.get(
-            key, {}
-        ).get("kind")
-        if isinstance(value, dict) and isinstance(base.get(key), dict) and same_kind:
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return GenerateConfig.model_validate(base)
-
-
 def plan_round(
-    run, round_index: int, config: GenerateConfig, replan: bool = False
+    run: Run, round_index: int, config: GenerateConfig, replan: bool = False
 ) -> tuple[Plan, Path, bool]:
-    """Load ``round-NN/generation_plan.json`` (a user may have edited it) or make and save a new plan.
-
-    Returns (plan, path, made_now). Few-shot examples come from the dataset's train and dev splits (already
-    PII-scrubbed; test is sealed) and from the report's gold-labelled uncertain texts.
+    """Load ``round-NN/generation_plan.json`` (a user may have edited it) or make and save a new plan (under
+    the run's lock). Returns (plan, path, made_now). Few-shot examples come from the dataset's train and dev
+    splits (already PII-scrubbed; test is sealed) and from the report's gold-labelled uncertain texts.
     """
+    from activesynth.agent.loader import load_dataset
     from activesynth.agent.planner import Planner, examples_from_dataset
 
-    planner = Planner(config.planner)
-    path = run.round_dir(round_index) / "generation_plan.json"
+    planner = Planner(config.planner_settings())
+    path = run.round(round_index).file(Round.PLAN)
     if path.exists() and not replan:
         plan = Plan.load(path)
         for item in plan.items:
             if item.n_texts > 0 and item.n_samples <= 0:
                 item.n_samples = planner.samples_for(item)
         return plan, path, False
-    report = run.report(round_index)
-    examples: dict[str, list[str]] = {}
-    counts: dict[str, int] | None = None
-    try:
-        dataset = run.load_dataset()
-        examples = examples_from_dataset(dataset)
-        counts = dict(Counter(dataset.train.labels))
-    except Exception as exc:  # noqa: BLE001 - the report's texts still give examples
-        log.warning("could not load the dataset (%s); few-shot examples come from the report only", exc)
-    plan = planner.plan(report, examples, counts, round_index=round_index)
-    plan.save(path)
+    with run.lock():
+        report = run.report(round_index)
+        examples: dict[str, list[str]] = {}
+        counts: dict[str, int] | None = None
+        try:
+            dataset = load_dataset(run)
+            examples = examples_from_dataset(dataset)
+            counts = dict(Counter(dataset.train.labels))
+        except Exception as exc:  # noqa: BLE001 - the report's texts still give examples
+            log.warning("could not load the dataset (%s); few-shot examples come from the report only", exc)
+        plan = planner.plan(report, examples, counts, round_index=round_index)
+        plan.save(path)
     return plan, path, True
 
 
 def generate_round(
-    run,
+    run: Run,
     round_index: int | None = None,
     config: GenerateConfig | None = None,
     replan: bool = False,
     backend=None,
 ) -> SynthesisResult:
-    """Plan (or reuse the plan) and generate one round's candidates into the run folder.
+    """Plan (or reuse the plan) and generate one round's candidates into the run folder, under its lock.
 
-    The backend is checked before any work (one-line :class:`~agent.llm.BackendError`); calls go through
-    the run's LLM cache, so a re-run makes no new call and a killed run resumes. The caller holds the run's
-    lock (``with run.lock(): ...``), as the CLI does.
+    The backend is checked before any work (one-line :class:`~activesynth.agent.llm.BackendError`); calls go
+    through the run's LLM cache, so a re-run makes no new call and a killed run resumes.
     """
-    config = config or run_generate_config(run)
+    config = config or run.config.generate
     n = round_index if round_index is not None else run.latest_round()
     if n is None:
         raise ValueError(f"{run.path}: no rounds yet (run `activesynth report` first)")
-    plan, _, _ = plan_round(run, n, config, replan=replan)
-    meter = UsageMeter(config.prices)
-    cache_path = config.cache_path or (run.path / "llm_cache.sqlite")
-    owned = backend is None
-    if backend is None:
-        backend = build_backend(config, cache_path, meter)
-    elif not isinstance(backend, CachedBackend):  # every call goes through the cache
-        backend = CachedBackend(backend, LLMCache(cache_path), meter)
-    previous_meter = backend.meter
-    backend.meter = meter  # this round's usage only
-    backend.check()
-    try:
-        result = synthesize(
-            plan,
-            backend,
-            n,
-            out_dir=run.round_dir(n),
-            config=config,
-            meter=meter,
-            prompts_dir=run.path / "prompts",
-        )
-        _record_in_run(run, n, result)
-    finally:
-        backend.meter = previous_meter
-        if owned:
-            backend.close()
+    with run.lock():
+        plan, _, _ = plan_round(run, n, config, replan=replan)
+        meter = UsageMeter(config.prices)
+        cache_path = config.cache_path or run.llm_cache_path()
+        owned = backend is None
+        if backend is None:
+            backend = build_backend(config, cache_path, meter)
+        elif not isinstance(backend, CachedBackend):  # every call goes through the cache
+            backend = CachedBackend(backend, LLMCache(cache_path), meter)
+        previous_meter = backend.meter
+        backend.meter = meter  # this round's usage only
+        backend.check()
+        try:
+            result = synthesize(plan, backend, n, run.round_dir(n), config, meter, run.prompts_dir)
+            _record_in_run(run, n, result)
+        finally:
+            backend.meter = previous_meter
+            if owned:
+                backend.close()
     return result
 
 
-def _record_in_run(run, n: int, result: SynthesisResult) -> None:
+def _record_in_run(run: Run, n: int, result: SynthesisResult) -> None:
     rec = run.record()
     templates = dict(rec.get("templates") or {})
     for t in result.record["templates"]:
         templates[t["ref"]] = {"name": t["name"], "version": t["version"], "mode": t["mode"]}
     run.update_record(templates=templates)
-    rounds = sorted(
-        p / "usage.json" for p in run.path.glob("round-[0-9][0-9]") if (p / "usage.json").exists()
-    )
-    if rounds:
-        UsageMeter.merge_files(rounds, run.path / "usage.json")
+    usage_files = run.usage_files()
+    if usage_files:
+        UsageMeter.merge_files(usage_files, run.path / Run.USAGE)
     r = result.record
     run.log_event(
         "generate",
@@ -482,188 +499,3 @@ def _record_in_run(run, n: int, result: SynthesisResult) -> None:
         f"({r['cache_hits']} cached, {r['failures']} failed)",
         n,
     )
-
-
-def _distinct_n(texts: list[str], n: int = 2) -> float:
-    grams, total = set(), 0
-    for t in texts:
-        toks = t.lower().split()
-        for i in range(len(toks) - n + 1):
-            grams.add(tuple(toks[i : i + n]))
-            total += 1
-    return round(len(grams) / total, 4) if total else 0.0
-
-
-class _FilterHook:
-    """The filter chain of ``agent.filtering`` for compare (context built once); without that module every
-    parsed text counts as accepted and only parser reasons are reported."""
-
-    def __init__(self, run, n: int) -> None:
-        self.run, self.n = run, n
-        self.context = None
-        try:
-            from activesynth.agent.filtering import context_from_run, filter_candidates  # noqa: F401
-        except ImportError:
-            log.warning(
-                "activesynth.agent.filtering is not available; compare counts every parsed text as accepted"
-            )
-            self.available = False
-            return
-        self.available = True
-        self.context = context_from_run(run, n)
-
-    def __call__(self, records: list[dict]) -> tuple[list[dict], Counter]:
-        if not self.available:
-            acc = [r for r in records if r["status"] == "parsed"]
-            return acc, Counter(f"parser/{r['reason']}" for r in records if r["status"] != "parsed")
-        from activesynth.agent.filtering import filter_candidates
-        from activesynth.evaluators.base import Candidate
-        from activesynth.evaluators.config import FilterConfig
-
-        cfg = getattr(self.run.config, "filter", None)
-        cfg = cfg if isinstance(cfg, FilterConfig) else FilterConfig.model_validate(cfg or {})
-        out = filter_candidates(
-            [Candidate.from_record(r) for r in records], self.context, cfg, self.n, metrics=False
-        )
-        reasons: Counter = Counter()
-        for res in out.outcome.results:
-            fd = res.first_drop
-            if fd is not None:
-                reasons[f"{fd.evaluator}/{fd.code}"] += 1
-        return [r.accepted_record() for r in out.outcome.accepted], reasons
-
-
-def compare_templates(
-    run,
-    refs: list[str],
-    round_index: int | None = None,
-    config: GenerateConfig | None = None,
-    retrain: bool = True,
-    backend=None,
-) -> dict[str, Any]:
-    """Run several templates (or versions of one) on the same plan, seeds and model; measure each.
-
-    Per version: acceptance rate and first-drop reasons of the filter chain, label fidelity (share of parsed
-    texts the round's classifier assigns to the intended label), diversity (distinct-2, mean pairwise
-    embedding distance), tokens, and the dev macro-F1 of a classifier retrained on train + accepted texts.
-    Candidates go to ``round-NN/compare/<name@sha12>/``; the summary to ``round-NN/compare/<a>_vs_<b>.json``.
-    """
-    import numpy as np
-
-    from activesynth.agent.planner import Planner
-
-    config = config or run_generate_config(run)
-    n = round_index if round_index is not None else run.latest_round()
-    if n is None:
-        raise ValueError(f"{run.path}: no rounds yet")
-    plan, _, _ = plan_round(run, n, config)
-    prompts_dir = run.path / "prompts"
-    templates = [get_template(r, [prompts_dir]) for r in refs]
-    meter = UsageMeter(config.prices)
-    owned = backend is None
-    backend = backend or build_backend(config, config.cache_path or (run.path / "llm_cache.sqlite"), meter)
-    meter = getattr(backend, "meter", meter)
-    backend.check()
-    planner = Planner(config.planner)
-    dataset = run.load_dataset() if retrain else None
-    hook = _FilterHook(run, n)
-    embedder = getattr(hook.context, "embedder", None) or run.embedder()
-    base_f1 = None
-    rows = []
-    try:
-        for tmpl in templates:
-            snapshot(tmpl, prompts_dir)
-            variant = plan.model_copy(deep=True)
-            for item in variant.items:
-                item.template = str(snapshot(tmpl, prompts_dir))
-                item.n_samples = planner.samples_for(item)
-            if hasattr(backend, "stage"):
-                backend.stage = f"compare:{tmpl.ref}"
-            before = meter.summary()["totals"]
-            res = synthesize(
-                variant,
-                backend,
-                n,
-                out_dir=run.round_dir(n) / "compare" / tmpl.ref,
-                config=config,
-                meter=meter,
-                prompts_dir=prompts_dir,
-            )
-            after = meter.summary()["totals"]
-            parsed = [r for r in res.candidates if r["status"] == "parsed"]
-            accepted, reasons = hook(res.candidates)
-            row: dict[str, Any] = {
-                "template": tmpl.ref,
-                "version": tmpl.version,
-                "mode": tmpl.mode,
-                "prompts": res.record["prompts"],
-                "samples": res.record["samples"],
-                "candidates": len(res.candidates),
-                "parsed": len(parsed),
-                "accepted": len(accepted),
-                "acceptance_rate": round(len(accepted) / len(res.candidates), 4) if res.candidates else 0.0,
-                "drop_reasons": dict(reasons.most_common()),
-                "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
-                "completion_tokens": after["completion_tokens"] - before["completion_tokens"],
-                "calls": after["calls"] - before["calls"],
-                "cache_hits": after["cache_hits"] - before["cache_hits"],
-                "failures": res.failures,
-                "distinct_2": _distinct_n([r["text"] for r in parsed]),
-            }
-            clf = getattr(hook.context, "classifier", None)
-            if clf is None:
-                try:
-                    clf = run.load_classifier(n, embedder)
-                except Exception as exc:  # noqa: BLE001 - fidelity is then unknown
-                    log.warning("no classifier for round %d (%s); label fidelity unknown", n, exc)
-            if parsed and clf is not None:
-                proba = clf.predict_proba([r["text"] for r in parsed])
-                pred = [clf.classes_[i] for i in proba.argmax(axis=1)]
-                row["label_fidelity"] = round(
-                    float(np.mean([p == r["label"] for p, r in zip(pred, parsed, strict=True)])), 4
-                )
-            else:
-                row["label_fidelity"] = None
-            if len(parsed) > 1:
-                X = embedder.encode([r["text"] for r in parsed])
-                sims = X @ X.T
-                k = len(parsed)
-                row["embedding_diversity"] = round(float(1 - (sims.sum() - k) / (k * (k - 1))), 4)
-            else:
-                row["embedding_diversity"] = None
-            if retrain and dataset is not None:
-                if base_f1 is None:
-                    base_f1 = _retrain_f1(run, dataset, embedder, [], [])
-                row["dev_macro_f1"] = _retrain_f1(
-                    run, dataset, embedder, [r["text"] for r in accepted], [r["label"] for r in accepted]
-                )
-            rows.append(row)
-    finally:
-        if owned:
-            backend.close()
-    summary = {
-        "round": n,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": backend.model_id,
-        "plan_items": len(plan.items),
-        "plan_texts": plan.total_texts,
-        "dev_macro_f1_without_synthetic": base_f1,
-        "versions": rows,
-    }
-    out = run.round_dir(n) / "compare" / ("_vs_".join(t.ref for t in templates) + ".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    summary["path"] = str(out)
-    return summary
-
-
-def _retrain_f1(run, dataset, embedder, texts: list[str], labels: list[str]) -> float:
-    from sklearn.metrics import f1_score
-
-    from activesynth.agent.classifier import build_classifier
-
-    clf = build_classifier(run.config.classifier, embedder)
-    clf.fit(list(dataset.train.texts) + texts, list(dataset.train.labels) + labels)
-    proba = clf.predict_proba(list(dataset.dev.texts))
-    pred = [clf.classes_[i] for i in proba.argmax(axis=1)]
-    return round(float(f1_score(list(dataset.dev.labels), pred, average="macro")), 4)

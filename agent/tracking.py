@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from activesynth.agent.runs import Run, RunError
+from activesynth.agent.runs import Comparison, Round, Run, RunError
 
 __all__ = ["EXTRA_HINT", "Tracker", "TrackingError", "config_params", "default_uri", "start_tracking"]
 
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 EXTRA_HINT = "pip install 'active-synthesis[mlflow]'"
 _PARAM_MAX = 500  # characters of one param value (the full config is logged as config.yaml)
 _BATCH = 100  # params/tags per log_batch call (MLflow's limit)
-_ARTIFACTS = ("summary.json", "config.yaml", "run.json", "usage.json", "export/DATASET_CARD.md")
-_COMPARISON = ("comparison.json", "comparison.md", "comparison.png")
+_ARTIFACTS = (Run.SUMMARY, Run.CONFIG, Run.RECORD, Run.USAGE, f"{Run.EXPORT}/DATASET_CARD.md")
+_COMPARISON = (Comparison.RESULT, Comparison.TABLE, Comparison.PLOT)
 
 
 class TrackingError(RunError):
@@ -209,19 +209,17 @@ class Tracker:
         for i in range(0, len(items), _BATCH):
             self.client.log_batch(self.run_id, tags=items[i : i + _BATCH])
 
-    def log_round(self, entry: dict, round_dir: Path | None = None) -> None:
-        """Log one summary row at ``step = entry["round"]``; with ``round_dir``, also the dev metrics of
+    def log_round(self, entry: dict, rnd: Round | None = None) -> None:
+        """Log one summary row at ``step = entry["round"]``; with the round ``rnd``, also the dev metrics of
         that round's uncertainty report (``report_dev_*``) at the step of the model that wrote it
         (round − 1)."""
         if not self.enabled:
             return
         try:
             self._log_metrics(_round_metrics(entry), int(entry["round"]))
-            mpath = Path(round_dir) / "metrics.json" if round_dir is not None else None
-            if mpath is not None and mpath.exists():
-                dev = json.loads(mpath.read_text(encoding="utf-8")).get("dev") or {}
-                n = int(Path(round_dir).name.split("-")[1])
-                self._log_metrics({f"report_dev_{k}": v for k, v in _numbers(dev).items()}, n - 1)
+            if rnd is not None and rnd.has(Round.METRICS):
+                dev = rnd.read_json(Round.METRICS).get("dev") or {}
+                self._log_metrics({f"report_dev_{k}": v for k, v in _numbers(dev).items()}, rnd.n - 1)
         except Exception as e:  # noqa: BLE001 - tracking must never stop the loop
             log.warning("MLflow: could not log round %s: %s", entry.get("round"), str(e).splitlines()[0])
 
@@ -235,7 +233,9 @@ class Tracker:
         tags = {"activesynth.stop_reason": summary.get("stop_reason", ""), **_template_tags(run)}
         self._try("tags", self._set_tags, tags)
         files = [(run.path / name, Path(name).parent.as_posix()) for name in (*_ARTIFACTS, *_COMPARISON)]
-        files += [(run.round_dir(n) / "metrics.json", f"rounds/round-{n:02d}") for n in run.rounds()]
+        files += [
+            (run.round(n).file(Round.METRICS), f"rounds/{run.round(n).path.name}") for n in run.rounds()
+        ]
         for path, folder in files:
             if path.is_file():
                 folder = None if folder == "." else folder

@@ -51,15 +51,15 @@ def main() -> None:
 
     from activesynth.agent.classifier import build_classifier
     from activesynth.agent.config import DataConfig, RunConfig
-    from activesynth.agent.datasets import _load_builtin, load
+    from activesynth.agent.datasets import load, load_builtin
     from activesynth.agent.embed import Embedder
     from activesynth.agent.loop import select_weight
-    from activesynth.evaluators.classification import classification_metrics
+    from activesynth.evaluators.metrics.classification import classification_metrics
 
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [int(b) for b in args.budgets.split(",")]
     emb = Embedder()
-    train_all, _, _ = _load_builtin(args.dataset)
+    train_all, _, _ = load_builtin(args.dataset)
     gains: dict[tuple[str, int], list[float]] = {}
     base_acc = []
     for seed in seeds:

@@ -28,7 +28,7 @@ def main() -> None:
     from activesynth.agent.config import DataConfig, RunConfig
     from activesynth.agent.datasets import load
     from activesynth.agent.embed import Embedder
-    from activesynth.evaluators.classification import classification_metrics
+    from activesynth.evaluators.metrics.classification import classification_metrics
 
     emb = Embedder()
     print("| dataset | predictor | selection macro-F1 (min–max) | test accuracy (min–max) |")

@@ -52,6 +52,18 @@ def candidates(run_dir: Path) -> list[dict]:
     return out
 
 
+def oracle_head(emb, texts, labels: list[str]):
+    """The oracle: one logistic head (all data, no bootstrap) on frozen embeddings of real texts the loop
+    never sees. ``texts`` may be precomputed embeddings (an array aligned with ``labels``)."""
+    from activesynth.agent.classifier import build_classifier
+    from activesynth.agent.config import ClassifierConfig
+
+    head = build_classifier(ClassifierConfig(n_heads=1, bootstrap=False), emb)
+    if isinstance(texts, np.ndarray):
+        return head.fit_embeddings(texts, labels)
+    return head.fit(texts, labels)
+
+
 def pool_margin(emb, ds, cands: list[dict], mask: np.ndarray, C: float, weight: float, k: int = 5):
     """Out-of-fold margin of each masked candidate's intended label (-1 where not masked)."""
     from activesynth.agent.classifier import HeadEnsemble
@@ -78,12 +90,11 @@ def pool_margin(emb, ds, cands: list[dict], mask: np.ndarray, C: float, weight: 
 
 def study(path: str, emb, args) -> None:
     from activesynth.agent.classifier import build_classifier
-    from activesynth.agent.config import ClassifierConfig
-    from activesynth.agent.datasets import _load_builtin, load
+    from activesynth.agent.datasets import load, load_builtin
     from activesynth.agent.loop import select_weight
     from activesynth.agent.runs import Run
-    from activesynth.evaluators.classification import classification_metrics
     from activesynth.evaluators.label_agreement import LabelAgreement
+    from activesynth.evaluators.metrics.classification import classification_metrics
 
     cfg = Run.open(Path(path)).config
     ds = load(cfg.data)
@@ -95,12 +106,10 @@ def study(path: str, emb, args) -> None:
 
     base = build_classifier(cfg.classifier, emb).fit(ds.train.texts, ds.train.labels)
     acc0 = test_acc(base)
-    full, _, _ = _load_builtin(cfg.data.dataset)
+    full, _, _ = load_builtin(cfg.data.dataset)
     held = set(test_texts) | set(ds.dev.texts) | set(ds.select.texts if ds.select else [])
     keep = [i for i, t in enumerate(full.texts) if t not in held]
-    oracle = build_classifier(ClassifierConfig(n_heads=1, bootstrap=False), emb).fit(
-        [full.texts[i] for i in keep], [full.labels[i] for i in keep]
-    )
+    oracle = oracle_head(emb, [full.texts[i] for i in keep], [full.labels[i] for i in keep])
     cands = candidates(Path(path))
     if not cands:
         print(f"| {path} | no candidates | | | | |")

@@ -5,9 +5,10 @@ those an earlier evaluator dropped), so each candidate's record shows what each 
 A decision's ``reason`` always starts with a short code (``"near_duplicate: rougeL=0.82 ..."``); reports
 group by evaluator and code.
 
-Adding an evaluator means adding a file in ``evaluators/`` that subclasses :class:`Evaluator` with a unique
-``name`` and a pydantic ``Options`` model; it registers itself and can then be named in
-``FilterConfig.order`` (options under ``FilterConfig.plugins``).
+An evaluator is a pydantic model whose fields are its settings (a built-in one subclasses its settings model
+from ``activesynth.agent.config.filters``), with one verb, :meth:`Evaluator.judge`. Adding one means adding a
+file in ``evaluators/`` with a class decorated ``@register("name")``; it can then be named in
+``FilterConfig.order`` (its settings under ``FilterConfig.plugins``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = [
     "LLMJudge",
     "SealedTexts",
     "Verdict",
+    "nearest_text",
+    "register",
     "registry",
 ]
 
@@ -156,34 +159,41 @@ class FilterContext:
         return list(self.real_texts) + list(self.accepted_texts)
 
 
-class _Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def nearest_text(
+    pos: int, n_real: int, n_ref: int, candidates: Sequence[Candidate], joined: Sequence[int]
+) -> str:
+    """What position ``pos`` of a greedy dedup index is: a real training text (``pos < n_real``), a text
+    accepted in an earlier round (``pos < n_ref``), or a candidate of this batch that joined before
+    (``joined`` lists, in joining order, the indices of the candidates that joined)."""
+    if pos < n_real:
+        return f"real training text #{pos}"
+    if pos < n_ref:
+        return "a text accepted in an earlier round"
+    return f"candidate {candidates[joined[pos - n_ref]].id} of this batch"
 
 
 registry: dict[str, type[Evaluator]] = {}
+"""Every evaluator by name: the built-in ones and any plug-in that was imported."""
 
 
-class Evaluator(ABC):
-    """A filter with one verb: :meth:`judge`. Subclasses set ``name`` and ``Options``."""
+def register(name: str):
+    """Class decorator: give an evaluator its ``name`` and add it to :data:`registry`."""
 
+    def add(cls: type[Evaluator]) -> type[Evaluator]:
+        if name in registry and registry[name].__qualname__ != cls.__qualname__:
+            raise TypeError(f"two evaluators are named {name!r}")
+        cls.name = name
+        registry[name] = cls
+        return cls
+
+    return add
+
+
+class Evaluator(BaseModel, ABC):
+    """A filter with one verb, :meth:`judge`; its fields are its settings (``RougeLFilter(max_f=0.8)``)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     name: ClassVar[str] = ""
-    Options: ClassVar[type[BaseModel]] = _Options
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            if cls.name in registry and registry[cls.name] is not cls:
-                raise TypeError(f"two evaluators are named {cls.name!r}")
-            registry[cls.name] = cls
-
-    @classmethod
-    def from_options(cls, options: BaseModel | Mapping[str, Any] | None = None) -> Evaluator:
-        """Build from an ``Options`` instance or a mapping of its fields."""
-        if options is None:
-            options = cls.Options()
-        elif not isinstance(options, BaseModel):
-            options = cls.Options.model_validate(dict(options))
-        return cls(**options.model_dump())
 
     @abstractmethod
     def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:

@@ -12,22 +12,26 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
+from activesynth.agent.config import FilterConfig, describe
 from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, registry
 
 __all__ = ["CandidateResult", "FilterChain", "FilterOutcome", "discover", "filter_report"]
 
 log = logging.getLogger(__name__)
 
-_SKIP_MODULES = {"base", "chain", "config", "classification", "synthetic_metrics", "vectors"}
+_HELPERS = {"base", "chain", "vectors"}  # modules of this package that define no evaluator
 UNUSABLE = "parser"
 
 
 def discover() -> dict[str, type[Evaluator]]:
-    """Import every module of the ``evaluators`` package so that its evaluators register themselves."""
+    """Import every evaluator module of this package (sub-packages such as ``metrics`` hold none), so that
+    each registers itself; returns the registry."""
     import activesynth.evaluators as package
 
     for info in pkgutil.iter_modules(package.__path__):
-        if info.name not in _SKIP_MODULES and not info.name.startswith("_"):
+        if not info.ispkg and info.name not in _HELPERS and not info.name.startswith("_"):
             importlib.import_module(f"{package.__name__}.{info.name}")
     return registry
 
@@ -84,10 +88,19 @@ class FilterChain:
         self.accept_review = accept_review
 
     @classmethod
-    def from_config(cls, config) -> FilterChain:
-        """Build from a :class:`~evaluators.config.FilterConfig`."""
-        discover()
-        evals = [registry[name].from_options(config.options_for(name)) for name in config.order]
+    def from_config(cls, config: FilterConfig) -> FilterChain:
+        """Build from a run's ``filter:`` settings; an unknown evaluator name or a bad plug-in setting is a
+        ``ValueError`` of one line."""
+        found = discover()
+        unknown = [n for n in [*config.order, *config.plugins] if n not in found]
+        if unknown:
+            raise ValueError(f"unknown evaluator(s) {unknown}; known: {sorted(found)}")
+        evals = []
+        for name in config.order:
+            try:
+                evals.append(found[name].model_validate(config.settings_for(name)))
+            except ValidationError as e:
+                raise ValueError(f"filter.{name}: {describe(e)}") from None
         return cls(evals, accept_review=config.accept_review)
 
     @property

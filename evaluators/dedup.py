@@ -5,33 +5,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from activesynth.agent.config.filters import EmbeddingDedupOptions
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, nearest_text, register
 from activesynth.evaluators.vectors import CosineIndex, embed, greedy_dedup
 
 __all__ = ["EmbeddingDedup"]
 
 
-class EmbeddingDedup(Evaluator):
+@register("embedding_dedup")
+class EmbeddingDedup(EmbeddingDedupOptions, Evaluator):
     """Drop a candidate whose cosine to a real or accepted text exceeds ``max_cosine``.
 
     Greedy within the batch like :class:`~evaluators.rouge.RougeLFilter`: passing candidates that no
     earlier evaluator dropped join the reference set before the next one is scored.
     """
-
-    name = "embedding_dedup"
-
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        max_cosine: float = Field(0.95, ge=-1, le=1, description="Drop when the highest cosine exceeds this.")
-        block: int = Field(1024, ge=1, description="Candidates searched per FAISS call.")
-
-    def __init__(self, max_cosine: float = 0.95, block: int = 1024) -> None:
-        if not -1.0 <= max_cosine <= 1.0:
-            raise ValueError("max_cosine must lie in [-1, 1]")
-        self.max_cosine = max_cosine
-        self.block = block
 
     def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
         if not candidates:
@@ -50,13 +37,7 @@ class EmbeddingDedup(Evaluator):
                 shown = "none" if score is None else f"{score:.3f}"
                 out.append(self.keep(f"novel: max cosine={shown} <= {self.max_cosine:.3f}", score))
                 continue
-            pos = int(where[i])
-            if pos < n_real:
-                near = f"real training text #{pos}"
-            elif pos < len(refs):
-                near = "a text accepted in an earlier round"
-            else:
-                near = f"candidate {candidates[joined[pos - len(refs)]].id} of this batch"
+            near = nearest_text(int(where[i]), n_real, len(refs), candidates, joined)
             out.append(
                 self.drop(f"near_duplicate: cosine={score:.3f} > {self.max_cosine:.3f} to {near}", score)
             )

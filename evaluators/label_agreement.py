@@ -14,12 +14,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict
+from activesynth.agent.config.filters import LabelAgreementOptions
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, register
 
 __all__ = ["LabelAgreement", "parse_judge_answer"]
 
@@ -45,48 +44,14 @@ def parse_judge_answer(answer: str, labels: Sequence[str]) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-class LabelAgreement(Evaluator):
+@register("label_agreement")
+class LabelAgreement(LabelAgreementOptions, Evaluator):
     """Keep a candidate when the classifier agrees with its intended label, with a margin.
 
     ``mode="prob"`` needs ``p(label) >= min_prob``; ``mode="rank"`` needs the label among the top
     ``top_k``. Both also need ``p(label) - max p(other) >= min_margin``. With an LLM judge in the context
     (``use_llm_judge``), a candidate on which classifier and judge disagree gets verdict ``review``.
     """
-
-    name = "label_agreement"
-
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        mode: Literal["prob", "rank"] = Field(
-            "prob", description="prob: need p(label) >= min_prob; rank: need label in the top_k."
-        )
-        min_prob: float = Field(
-            0.1, ge=0, le=1, description="Least ensemble probability of the intended label."
-        )
-        top_k: int = Field(3, ge=1, description="Worst allowed rank of the intended label (mode rank).")
-        min_margin: float = Field(
-            -0.1,
-            ge=-1,
-            le=1,
-            description="Least p(label) - max p(other label); 0 means it must be the top label.",
-        )
-        use_llm_judge: bool = Field(True, description="Ask the context's LLM judge too, when one is given.")
-
-    def __init__(
-        self,
-        mode: Literal["prob", "rank"] = "prob",
-        min_prob: float = 0.1,
-        top_k: int = 3,
-        min_margin: float = -0.1,
-        use_llm_judge: bool = True,
-    ) -> None:
-        if mode not in ("prob", "rank"):
-            raise ValueError("mode must be 'prob' or 'rank'")
-        self.mode = mode
-        self.min_prob = min_prob
-        self.top_k = top_k
-        self.min_margin = min_margin
-        self.use_llm_judge = use_llm_judge
 
     def scores(self, texts: Sequence[str], labels: Sequence[str], classifier) -> dict[str, np.ndarray]:
         """Per text: probability and rank (1 = top) of its label, margin, and the closest other label."""

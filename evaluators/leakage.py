@@ -11,9 +11,10 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import PrivateAttr
 
-from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from activesynth.agent.config.filters import LeakageOptions
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, register
 from activesynth.evaluators.rouge import RougeLIndex
 from activesynth.evaluators.vectors import CosineIndex, embed
 
@@ -31,31 +32,16 @@ def _texts_of(revealed) -> list[str]:
     return list(revealed)
 
 
-class LeakageGuard(Evaluator):
+@register("leakage")
+class LeakageGuard(LeakageOptions, Evaluator):
     """Drop any candidate within ROUGE-L F ``> max_rouge`` or cosine ``> max_cosine`` of any test text.
 
     The cosine check needs an embedder in the context; without one only ROUGE-L is checked (and the reason
     says so). Without a test split every candidate is kept with code ``not_checked``.
     """
 
-    name = "leakage"
-
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        max_rouge: float = Field(
-            0.7, ge=0, le=1, description="Drop when ROUGE-L F to a test text exceeds this."
-        )
-        max_cosine: float = Field(
-            0.9, ge=-1, le=1, description="Drop when cosine to a test text exceeds this."
-        )
-        use_embeddings: bool = Field(True, description="Also check cosine (needs an embedder).")
-
-    def __init__(self, max_rouge: float = 0.7, max_cosine: float = 0.9, use_embeddings: bool = True) -> None:
-        self.max_rouge = max_rouge
-        self.max_cosine = max_cosine
-        self.use_embeddings = use_embeddings
-        self.__sealed_source: object | None = None
-        self.__texts: list[str] = []
+    _sealed_source: object | None = PrivateAttr(None)
+    _texts: list[str] = PrivateAttr(default_factory=list)
 
     def __repr__(self) -> str:
         return f"LeakageGuard(max_rouge={self.max_rouge}, max_cosine={self.max_cosine})"
@@ -63,10 +49,10 @@ class LeakageGuard(Evaluator):
     def _test_texts(self, context: FilterContext) -> list[str]:
         if context.test is None:
             return []
-        if self.__sealed_source is not context.test:
-            self.__texts = _texts_of(context.test.reveal("leakage_guard"))
-            self.__sealed_source = context.test
-        return self.__texts
+        if self._sealed_source is not context.test:
+            self._texts = _texts_of(context.test.reveal("leakage_guard"))
+            self._sealed_source = context.test
+        return self._texts
 
     def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
         tests = self._test_texts(context)

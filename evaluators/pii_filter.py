@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict
+from activesynth.agent.config.filters import PIIOptions
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, register
 
 __all__ = ["PIIFilter"]
 
 
-class PIIFilter(Evaluator):
+@register("pii")
+class PIIFilter(PIIOptions, Evaluator):
     """``mode="drop"`` drops texts with emails, URLs, IBANs, card or phone numbers; ``"scrub"`` keeps them
     with the items replaced by typed placeholders (``[EMAIL]``), the form real texts already have."""
-
-    name = "pii"
-
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        mode: Literal["drop", "scrub"] = Field(
-            "drop", description="drop: reject texts with personal data; scrub: keep them with placeholders."
-        )
-
-    def __init__(self, mode: Literal["drop", "scrub"] = "drop") -> None:
-        if mode not in ("drop", "scrub"):
-            raise ValueError("mode must be 'drop' or 'scrub'")
-        self.mode = mode
 
     def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
         from activesynth.agent.pii import PIIScrubber

@@ -13,9 +13,8 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from activesynth.agent.config.filters import QualityOptions
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, register
 
 __all__ = ["QualityRules", "normalize", "script_share", "stopword_language"]
 
@@ -93,7 +92,8 @@ def stopword_language(words: Sequence[str]) -> tuple[str, int, int]:
     return lang, counts[lang], en
 
 
-class QualityRules(Evaluator):
+@register("quality")
+class QualityRules(QualityOptions, Evaluator):
     """Drop texts that break simple rules; the reason lists every broken rule, the first one as code.
 
     Rules (codes): ``empty``, ``too_short``, ``too_long``, ``meta_reply``, ``refusal``, ``template_artifact``,
@@ -101,43 +101,6 @@ class QualityRules(Evaluator):
     ``repetition``, ``copy_of_source`` (Evol rewrite equal to its source), ``copy_of_example`` (equal to a
     few-shot or real training text), ``copy_of_prompt`` (equal to a line of its prompt).
     """
-
-    name = "quality"
-
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        min_chars: int = Field(8, ge=0, description="Fewest characters (after stripping).")
-        max_chars: int = Field(300, ge=1, description="Most characters.")
-        min_words: int = Field(2, ge=0, description="Fewest words.")
-        max_words: int = Field(60, ge=1, description="Most words.")
-        language: str = Field(
-            "en", description="Dataset language; 'en' enables the Latin-script and stop-word language checks."
-        )
-        min_latin_share: float = Field(0.9, ge=0, le=1, description="Least share of Latin letters (English).")
-        max_token_share: float = Field(
-            0.5, gt=0, le=1, description="Most share of one non-stop word in a text of 6+ words (repetition)."
-        )
-        check_copies: bool = Field(
-            True, description="Drop copies of the source text, a few-shot/real text or a prompt line."
-        )
-
-    def __init__(
-        self,
-        min_chars: int = 8,
-        max_chars: int = 300,
-        min_words: int = 2,
-        max_words: int = 60,
-        language: str = "en",
-        min_latin_share: float = 0.9,
-        max_token_share: float = 0.5,
-        check_copies: bool = True,
-    ) -> None:
-        self.min_chars, self.max_chars = min_chars, max_chars
-        self.min_words, self.max_words = min_words, max_words
-        self.language = language
-        self.min_latin_share = min_latin_share
-        self.max_token_share = max_token_share
-        self.check_copies = check_copies
 
     def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
         examples: set[str] = set()

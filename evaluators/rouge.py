@@ -20,9 +20,9 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext
+from activesynth.agent.config.filters import RougeLOptions
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, nearest_text, register
 
 __all__ = ["RougeLFilter", "RougeLIndex", "TokenCodec", "rouge_l", "rouge_l_matrix", "tokenize"]
 
@@ -204,27 +204,13 @@ def greedy_novelty(
     return kept, best, where
 
 
-class RougeLFilter(Evaluator):
+@register("rouge_l")
+class RougeLFilter(RougeLOptions, Evaluator):
     """Drop a candidate whose highest ROUGE-L F against real and accepted texts exceeds ``max_f``.
 
     Self-Instruct's rule, greedy within the batch: candidates that pass (and that no earlier evaluator
     dropped) join the reference set before the next candidate is scored.
     """
-
-    name = "rouge_l"
-
-    class Options(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        max_f: float = Field(0.7, ge=0, le=1, description="Drop when the highest ROUGE-L F exceeds this.")
-        workers: int = Field(1, description="rapidfuzz threads (-1: all cores).")
-        block: int = Field(512, ge=1, description="Candidates scored per rapidfuzz call.")
-
-    def __init__(self, max_f: float = 0.7, workers: int = 1, block: int = 512) -> None:
-        if not 0.0 <= max_f <= 1.0:
-            raise ValueError("max_f must lie in [0, 1]")
-        self.max_f = max_f
-        self.workers = workers
-        self.block = block
 
     def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
         n_real = len(context.real_texts)
@@ -240,13 +226,7 @@ class RougeLFilter(Evaluator):
             if kept[i]:
                 decisions.append(self.keep(f"novel: max rougeL={score:.2f} <= {self.max_f:.2f}", score))
                 continue
-            pos = int(where[i])
-            if pos < n_real:
-                near = f"real training text #{pos}"
-            elif pos < n_ref:
-                near = "a text accepted in an earlier round"
-            else:
-                near = f"candidate {candidates[joined[pos - n_ref]].id} of this batch"
+            near = nearest_text(int(where[i]), n_real, n_ref, candidates, joined)
             decisions.append(
                 self.drop(f"near_duplicate: rougeL={score:.2f} > {self.max_f:.2f} to {near}", score)
             )

@@ -1,4 +1,4 @@
-"""Prompt templates: Jinja2 files with a YAML header, rendered with ``StrictUndefined``.
+"""Prompt templates: Jinja2 files with a YAML header, rendered with ``StrictUndefined`` in Jinja's sandbox.
 
 Each ``*.jinja2`` file starts with a Jinja comment holding YAML metadata::
 
@@ -16,10 +16,18 @@ reference like ``self_instruct_list@0123456789ab`` stays resolvable after the pa
 
 Chat templates split their text into messages with lines that read ``[[system]]``, ``[[user]]`` or
 ``[[assistant]]``.
+
+Templates are data a teammate or the chat can edit, so they never run as trusted code: every parse and render
+goes through one ``ImmutableSandboxedEnvironment`` (no attribute or item that starts with ``_``, no unsafe
+callables such as ``str.format`` traversal or ``mro``, no mutation of lists and dicts), and a template that
+names an internal attribute (``__class__``, ``_TemplateReference__context``, ``|attr('__globals__')``) or
+includes, imports or extends another template is refused when it is loaded, whichever branch holds it. Every
+failure is a one-line :class:`TemplateError`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -46,6 +54,68 @@ _MODES = ("completion", "chat")
 
 class TemplateError(ValueError):
     """A template that cannot be found, parsed or rendered."""
+
+
+@functools.cache
+def _sandbox():
+    """The one Jinja environment of the project: immutable sandbox, ``StrictUndefined``, no loader."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    """A Jinja or Python error as one line (syntax errors with their line number)."""
+    import jinja2
+
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"line {exc.lineno}: {exc.message}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_tree(tree) -> None:
+    """Refuse what the sandbox would only stop when (and if) the branch holding it runs."""
+    from jinja2 import nodes
+
+    for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        raise TemplateError(f"line {node.lineno}: a template may not include, import or extend another one")
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        name = None
+        if isinstance(node, nodes.Getattr):
+            name = node.attr
+        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+            name = node.arg.value
+        elif isinstance(node, nodes.Filter) and node.name == "attr" and node.args:
+            name = node.args[0].value if isinstance(node.args[0], nodes.Const) else None
+        if isinstance(name, str) and name.startswith("_"):
+            raise TemplateError(
+                f"line {node.lineno}: {name!r} is not allowed in the sandbox "
+                "(names that start with '_' are internal)"
+            )
+
+
+@functools.lru_cache(maxsize=256)
+def _compile(source: str):
+    """``(jinja Template, variables)`` for ``source``, checked and compiled in the sandbox; raises
+    :class:`TemplateError` with one line."""
+    import jinja2
+    import jinja2.meta
+
+    env = _sandbox()
+    try:
+        tree = env.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(_one_line(exc)) from None
+    _check_tree(tree)
+    variables = tuple(sorted(jinja2.meta.find_undeclared_variables(tree)))
+    try:
+        return env.from_string(tree), variables
+    except Exception as exc:  # noqa: BLE001 - any compile failure is the template's fault
+        raise TemplateError(_one_line(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -88,19 +158,18 @@ class PromptTemplate:
         return f"{self.name}@{self.sha12}"
 
     def render(self, **variables: Any) -> RenderedPrompt:
-        """Render with ``StrictUndefined``; a missing variable raises :class:`TemplateError`."""
-        import jinja2
-
+        """Render in the sandbox with ``StrictUndefined``; a missing variable, a refused construct or any
+        error while rendering raises :class:`TemplateError` (one line)."""
         missing = [v for v in self.variables if v not in variables]
         if missing:
             raise TemplateError(f"template {self.ref} needs variables {missing}")
-        env = jinja2.Environment(
-            undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-        )
         try:
-            text = env.from_string(self.source).render(**variables)
-        except jinja2.TemplateError as exc:
-            raise TemplateError(f"cannot render {self.ref}: {exc}") from exc
+            template, _ = _compile(self.source)
+            text = template.render(**variables)
+        except TemplateError as exc:
+            raise TemplateError(f"cannot render {self.ref}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - SecurityError, UndefinedError, errors of filters
+            raise TemplateError(f"cannot render {self.ref}: {_one_line(exc)}") from None
         if self.mode == "completion":
             return RenderedPrompt(mode="completion", prompt=text)
         return RenderedPrompt(mode="chat", messages=_split_messages(text, self.ref))
@@ -119,9 +188,8 @@ def _split_messages(text: str, ref: str) -> list[dict[str, str]]:
 
 
 def load_template(path: str | Path, name: str | None = None) -> PromptTemplate:
-    """Load one template file; ``name`` defaults to the file stem without any ``@sha12`` suffix."""
-    import jinja2
-    import jinja2.meta
+    """Load one template file; ``name`` defaults to the file stem without any ``@sha12`` suffix. The source
+    is parsed and checked in the sandbox (see the module doc); a refused one raises :class:`TemplateError`."""
     import yaml
 
     path = Path(path)
@@ -129,22 +197,29 @@ def load_template(path: str | Path, name: str | None = None) -> PromptTemplate:
         raw = path.read_bytes()
     except OSError as exc:
         raise TemplateError(f"cannot read template {path}: {exc}") from exc
-    source = raw.decode("utf-8")
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     match = _HEADER.match(source)
     if not match:
         raise TemplateError(f"{path}: missing the '{{#- --- ... --- -#}}' metadata header")
-    meta = yaml.safe_load(match.group("yaml")) or {}
+    try:
+        meta = yaml.safe_load(match.group("yaml")) or {}
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"{path}: the metadata header is not valid YAML ({_one_line(exc)})") from None
+    if not isinstance(meta, dict):
+        raise TemplateError(f"{path}: the metadata header must be a YAML mapping (mode: ..., family: ...)")
     mode = meta.get("mode")
     if mode not in _MODES:
         raise TemplateError(f"{path}: mode must be one of {_MODES}, got {mode!r}")
     stop = meta.get("stop") or []
     if not isinstance(stop, list) or not all(isinstance(x, str) and x for x in stop):
         raise TemplateError(f"{path}: stop must be a list of non-empty strings, got {stop!r}")
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined)
     try:
-        variables = tuple(sorted(jinja2.meta.find_undeclared_variables(env.parse(source))))
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"{path}: {exc}") from exc
+        _, variables = _compile(source)
+    except TemplateError as exc:
+        raise TemplateError(f"{path}: {exc}") from None
     return PromptTemplate(
         name=name or path.stem.split("@", 1)[0],
         mode=mode,

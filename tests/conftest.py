@@ -74,6 +74,8 @@ def embed_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(embed_cache):
+    """The one real all-MiniLM-L6-v2 embedder of the tests (fp32 for scores that do not depend on the CPU's
+    bf16 units), cached in the session's embedding cache."""
     from activesynth.agent.embed import Embedder
 
-    return Embedder(cache_dir=embed_cache)
+    return Embedder(cache_dir=embed_cache, precision="fp32")

@@ -1,9 +1,6 @@
-"""Chat-driven run control: typed tools over the run store, slash commands, a LangChain agent and a
-background run manager. Loop hooks: :func:`should_stop`, :func:`should_pause`, :func:`is_approved`.
+"""The chat face: typed tools over the run store, slash commands, a LangChain agent and a background run
+manager. Run control itself (stop, pause, approvals, changes) lives beside the run folder, in
+:mod:`activesynth.agent.control`; the chat and the web page only send those messages.
 
 Heavy libraries (langchain, playwright) are imported only where used.
 """
-
-from activesynth.agent.chat.control import is_approved, should_pause, should_stop
-
-__all__ = ["is_approved", "should_pause", "should_stop"]

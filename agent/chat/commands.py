@@ -54,15 +54,6 @@ def _parse(tokens: list[str]) -> tuple[list[str], dict[str, object]]:
     return pos, opts
 
 
-def _value(text: str):
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def _run_opt(opts: dict, pos: list[str] | None = None) -> dict:
     rid = opts.pop("run", None) or (pos[0] if pos else None)
     return {"run_id": rid} if rid else {}
@@ -124,14 +115,15 @@ def _edit(box, pos, opts, body):
 
 
 def _set(box, pos, opts, body):
-    args = _run_opt(opts)
-    changes = {}
-    for p in pos:
-        key, eq, val = p.partition("=")
-        if not eq:
-            return "usage: /set KEY=VALUE ... e.g. /set loop.budget=50 filter.rouge_l.max_f=0.8"
-        changes[key] = _value(val)
-    return box.call("set_config", {**args, "changes": changes})
+    from activesynth.agent.config import ConfigError, parse_assignment
+
+    if not pos:
+        return "usage: /set KEY=VALUE ... e.g. /set loop.budget=50 filter.rouge_l.max_f=0.8"
+    try:
+        changes = dict(parse_assignment(p) for p in pos)
+    except ConfigError as e:
+        return f"error: {e}"
+    return box.call("set_config", {**_run_opt(opts), "changes": changes})
 
 
 def _decide(approved: bool):

@@ -1,43 +1,25 @@
-"""Background runs: each run works in its own process (``python -m agent.chat.worker RUN``) or, for tests
-and scripted generators, in a thread. The worker's progress hook writes every progress line to the run's
-event log, waits while the run is paused and stops between stages when a stop was requested."""
+"""Background runs: each run works in its own process (``python -m activesynth.agent.chat.worker RUN``)
+or, for tests and scripted generators, in a thread. The worker's progress hook writes every progress line to
+the run's event log, waits while the run is paused and stops between stages when a stop was requested."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from activesynth.agent.chat import control
+from activesynth.agent import control
+from activesynth.agent.runs import Run
 
-__all__ = ["RunManager", "is_busy", "work"]
-
-
-def is_busy(path: Path) -> bool:
-    """True while some process holds the run's lock (it is being worked on)."""
-    lock = Path(path) / ".lock"
-    if not lock.exists():
-        return False
-    fd = os.open(lock, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+__all__ = ["RunManager", "work"]
 
 
 def work(path: Path, backend=None) -> str:
     """Run (or resume) the loop of the run in ``path`` under its lock; returns the final state."""
     from activesynth.agent.loop import run_loop
-    from activesynth.agent.runs import Run
 
     run = Run.open(path)
     control.clear_stop(run)
@@ -87,7 +69,7 @@ class RunManager:
 
     def launch(self, path: Path) -> str:
         path = Path(path).resolve()
-        if self.alive(path) or is_busy(path):
+        if self.alive(path) or Run.is_busy(path):
             return "already running"
         if self.mode == "thread":
             t = threading.Thread(target=work, args=(path, self.backend), daemon=True, name=f"run-{path.name}")

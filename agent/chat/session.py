@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from activesynth.agent.chat.commands import HELP, run_command
-from activesynth.agent.chat.store import RunStore, redact
+from activesynth.agent.chat.store import RunStore, public_message, redact
 from activesynth.agent.chat.tools import ToolBox
 
 __all__ = ["NO_MODEL", "SYSTEM_PROMPT", "ChatSession", "langchain_tools", "model_from_env"]
@@ -96,7 +96,7 @@ class ChatSession:
         if not text.strip():
             return ""
         if text.startswith("/"):
-            reply = run_command(self.box, text)
+            reply = self._public(run_command(self.box, text))
             self.model_box.current = self.box.current
             return reply
         if not self.has_model:
@@ -114,7 +114,14 @@ class ChatSession:
         self.history = msgs[keep:]  # whole turns only: a tool call never loses its result
         self.box.current = self.model_box.current
         reply = result["messages"][-1].content
-        return redact(reply if isinstance(reply, str) else str(reply))
+        return self._public(redact(reply if isinstance(reply, str) else str(reply)))
+
+    def _public(self, reply: str) -> str:
+        """A reply as the user may see it: the run store's path shown as its folder name, and an error as
+        one line without absolute paths."""
+        if reply.startswith("error:"):
+            return public_message(reply, self.store.root)
+        return reply.replace(str(self.store.root), self.store.root.name)
 
     def help(self) -> str:
         return HELP

@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from activesynth.agent.chat import control
+from activesynth.agent import control
 from activesynth.agent.chat.store import RunStore, StoreError, redact
+from activesynth.agent.config import ConfigError
+from activesynth.agent.runs import Run, RunError
 
 __all__ = ["TOOLS", "Tool", "ToolBox"]
 
@@ -67,10 +69,40 @@ class EditPromptArgs(RunArg):
 
 
 class SetConfigArgs(RunArg):
-    changes: dict[str, int | float | str | bool | None] = Field(
+    changes: dict[str, int | float | str | bool | list[str] | None] = Field(
         description="Dotted config keys and values for the next round, e.g. {'loop.budget': 50, "
-        "'filter.rouge_l.max_f': 0.8}; validated against the strict run config."
+        "'filter.rouge_l.max_f': 0.8}; validated against the strict run config. Only the loop, filter, "
+        "planner, sampling, uncertainty and report sections can change from chat."
     )
+
+
+# What a chat (or web) user may change in a run: the settings of rounds, filters, planning and sampling.
+# Not data files, caches, models, servers or tracking stores: those name paths and addresses, which a chat
+# model must not be able to point at (reading or writing files outside the run store, calling other hosts).
+CHAT_SETTABLE = (
+    "loop.",
+    "filter.",
+    "generate.planner.",
+    "generate.sampling.",
+    "generate.chat_max_tokens",
+    "generate.keep_surplus",
+    "uncertainty.",
+    "report.",
+)
+_TEMPLATE_REF = re.compile(r"[A-Za-z0-9_-]+(@[0-9a-f]{6,64})?")
+
+
+def check_chat_changes(changes: dict[str, Any]) -> None:
+    """Refuse (StoreError, one line) a change a chat may not make: a key outside :data:`CHAT_SETTABLE`, or a
+    template given as a path instead of ``name`` / ``name@sha12``."""
+    for key, value in changes.items():
+        if not key.startswith(CHAT_SETTABLE):
+            allowed = ", ".join(k.rstrip(".") for k in CHAT_SETTABLE)
+            raise StoreError(f"{key}: cannot be changed from chat (allowed: {allowed})")
+        if key.startswith("generate.planner.templates") and not (
+            isinstance(value, str) and _TEMPLATE_REF.fullmatch(value)
+        ):
+            raise StoreError(f"{key}: give a template name or name@sha12, not {value!r}")
 
 
 class ApproveArgs(RunArg):
@@ -92,19 +124,6 @@ class Tool:
     description: str
     args: type[Args]
     func: Callable[..., str]
-
-
-def _dotted(changes: dict[str, Any]) -> dict:
-    out: dict = {}
-    for key, value in changes.items():
-        if not re.fullmatch(r"[a-z_]+(\.[a-z_0-9]+)*", key):
-            raise StoreError(f"bad config key {key!r}")
-        d = out
-        *parents, last = key.split(".")
-        for p in parents:
-            d = d.setdefault(p, {})
-        d[last] = value
-    return out
 
 
 def _pct(x) -> str:
@@ -135,7 +154,7 @@ class ToolBox:
         except ValidationError as e:
             err = e.errors()[0]
             out = f"error: {'.'.join(map(str, err['loc'])) or name}: {err['msg']}"
-        except (StoreError, ValueError, OSError) as e:
+        except (StoreError, RunError, ValueError, OSError) as e:
             out = f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         out = redact(out)
         return out if len(out) <= _MAX_OUT else out[:_MAX_OUT] + "\n… (truncated)"
@@ -204,37 +223,35 @@ class ToolBox:
         return "\n".join(lines)
 
     def start_run(self, a: StartRunArgs) -> str:
-        import yaml
-
-        from activesynth.agent.config import DataConfig, RunConfig
-        from activesynth.agent.runs import Run, RunError
+        from activesynth.agent.config import DataConfig, RunConfig, load_config, override
+        from activesynth.agent.loop import check_config
 
         if a.config:
             cfg_path = self.store.resolve(a.config, must_exist=False)
             if not cfg_path.is_file():
                 raise StoreError(f"no config file {a.config!r} in the run store")
-            data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+            cfg = load_config(cfg_path)
             if a.dataset:
-                data["data"] = {"dataset": a.dataset}
+                cfg = cfg.model_copy(update={"data": DataConfig(dataset=a.dataset)})
         elif a.dataset:
-            data = {"data": DataConfig(dataset=a.dataset, selection_fraction=0.5).model_dump(mode="json")}
+            cfg = RunConfig(data=DataConfig(dataset=a.dataset))
         else:
             raise StoreError("give a dataset (e.g. banking77) or a config file in the run store")
-        if a.shots is not None:
-            data.setdefault("data", {})["shots"] = a.shots
-        loop = data.setdefault("loop", {})
-        if a.budget is not None:
-            loop["budget"] = a.budget
-        if a.rounds is not None:
-            loop["rounds"] = a.rounds
-        data["arm"], data["seed"] = a.arm, a.seed
-        cfg = RunConfig.model_validate(data)
+        changes = {
+            "data.shots": a.shots,
+            "loop.budget": a.budget,
+            "loop.rounds": a.rounds,
+            "arm": a.arm,
+            "seed": a.seed,
+        }
+        cfg = override(cfg, {k: v for k, v in changes.items() if v is not None})
+        check_config(cfg)
         rid = a.run_id or "{}-{}-{}".format(
             cfg.data.dataset or "files", a.arm, _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         )
         path = self.store.resolve(rid, must_exist=False)
         try:
-            run = Run.create(path, cfg, command=["activesynth", "chat", "start", rid], exist_ok=True)
+            run = Run.create(path, cfg, command=["activesynth", "chat", "start", rid])
         except RunError as e:
             raise StoreError(str(e).replace(str(self.store.root), "<runs>")) from None
         if run.record().get("state") == "done":
@@ -249,13 +266,11 @@ class ToolBox:
         )
 
     def run_status(self, a: RunArg) -> str:
-        from activesynth.agent.chat.manager import is_busy
-
         rid = self._run_id(a.run_id)
         s = self.store.status(rid)
         if s.get("kind") == "comparison":
             return f"{rid}: comparison folder, {s['state']}"
-        busy = is_busy(self.store.resolve(rid))
+        busy = Run.is_busy(self.store.resolve(rid))
         lines = [
             f"run {rid}: {s['state']}{' (working)' if busy else ''}; {s['arm']} on {s['dataset']}, "
             f"{s['rounds']}/{s['max_rounds']} rounds, budget {s['budget']}",
@@ -348,11 +363,11 @@ class ToolBox:
     def set_config(self, a: SetConfigArgs) -> str:
         rid = self._run_id(a.run_id)
         run = self.store.open(rid)
+        check_chat_changes(a.changes)
         try:
-            pending = control.set_overrides(run, _dotted(a.changes))
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise StoreError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+            pending = control.set_overrides(run, a.changes)
+        except ConfigError as e:
+            raise StoreError(str(e)) from None
         return f"{rid}: next round uses {json.dumps(pending)}"
 
     def approve_batch(self, a: ApproveArgs) -> str:
@@ -370,13 +385,11 @@ class ToolBox:
         return f"{rid}: pause requested (takes effect before the next stage)"
 
     def resume_run(self, a: RunArg) -> str:
-        from activesynth.agent.chat.manager import is_busy
-
         rid = self._run_id(a.run_id)
         run = self.store.open(rid)
         control.request_resume(run)
         path = self.store.resolve(rid)
-        if is_busy(path):
+        if Run.is_busy(path):
             return f"{rid}: resumed"
         if run.record().get("state") == "done":
             return f"{rid}: already finished"

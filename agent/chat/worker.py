@@ -1,4 +1,4 @@
-"""``python -m agent.chat.worker RUN_FOLDER``: run (or resume) one run's loop in the background."""
+"""``python -m activesynth.agent.chat.worker RUN_FOLDER``: run (or resume) a run's loop in the background."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 1:
-        print("usage: python -m agent.chat.worker RUN_FOLDER", file=sys.stderr)
+        print("usage: python -m activesynth.agent.chat.worker RUN_FOLDER", file=sys.stderr)
         return 2
     import signal
 
-    from activesynth.agent.chat.control import StopRequested
     from activesynth.agent.chat.manager import work
+    from activesynth.agent.control import StopRequested
 
     def on_term(signum, frame):  # a terminated worker records the run as stopped
         raise StopRequested

@@ -6,14 +6,8 @@ heavy libraries load only when a backend generates.
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field
-
-from activesynth.agent.llm.local import LocalConfig
-from activesynth.agent.llm.openai import OpenAIConfig
-from activesynth.agent.llm.protocol import Backend, BackendError, GenerationRequest, Result, SamplingParams
-from activesynth.agent.llm.vllm import VLLMConfig
+from activesynth.agent.config.llm import BackendConfig, LocalConfig, OpenAIConfig, SamplingParams, VLLMConfig
+from activesynth.agent.llm.protocol import Backend, BackendError, GenerationRequest, Result
 
 __all__ = [
     "Backend",
@@ -27,8 +21,6 @@ __all__ = [
     "VLLMConfig",
     "make_backend",
 ]
-
-BackendConfig = Annotated[LocalConfig | OpenAIConfig | VLLMConfig, Field(discriminator="kind")]
 
 
 def make_backend(config: LocalConfig | OpenAIConfig | VLLMConfig) -> Backend:

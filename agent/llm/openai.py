@@ -1,69 +1,67 @@
 """OpenAI-compatible backend (OpenAI, vLLM server, llama.cpp server, …) through the official async SDK.
 
-The key comes from an environment variable only (``api_key_env``, default ``OPENAI_API_KEY``); servers on
-loopback may run without one. Transport errors (timeouts, 429, 5xx, dropped connections) are retried by the
-SDK with backoff; unusable answers (malformed JSON, no choices, empty text) get ``output_retries`` more tries.
-A request that still fails becomes a :class:`Result` with ``error`` set and the run goes on.
+The key comes from an environment variable only (``api_key_env``, default ``OPENAI_API_KEY``). A variable the
+user named that is not set stops the backend with one line before any work; when the default variable is
+unset, a server on loopback is sent no key (the SDK's required value is the obvious non-secret ``no-key``,
+which the log says once) and any other server stops with one line.
+
+Transport errors (timeouts, 429, 5xx, dropped connections) are retried by the SDK with backoff, the
+``GET /models`` preflight included; unusable answers (malformed JSON, no choices, empty text) get
+``output_retries`` more tries, and a warning counts them. A request that still fails becomes a
+:class:`Result` with ``error`` set and the run goes on.
+
+Accounting: every HTTP request the SDK sends is counted (an ``httpx`` request hook), so each call group's
+results say how many logical calls it made (``attempts``), how many HTTP requests those took
+(``requests``, transport retries included) and how many calls re-asked after an unusable answer or a
+failure the SDK gave up on (``output_retries``); :class:`~activesynth.agent.llm.cache.CachedBackend`
+records all three in ``usage.json``. The preflight is not a model call and is not counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import random
 import threading
 import time
 from collections import deque
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from activesynth.agent.config.llm import DEFAULT_KEY_ENV, OpenAIConfig
 from activesynth.agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
 
-__all__ = ["OpenAIBackend", "OpenAIConfig"]
+__all__ = ["DEFAULT_KEY_ENV", "NO_KEY", "OpenAIBackend", "OpenAIConfig", "OpenAIResult"]
 
 log = logging.getLogger(__name__)
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+NO_KEY = "no-key"  # what the SDK is given when no key is sent: an obvious non-secret, never a real key
+_told_no_key: set[str] = set()  # servers already told about in the log (once per process)
+
+# HTTP requests sent by the SDK within the current call (one box per call, set in the calling task)
+_REQUESTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("_REQUESTS", default=None)
 
 
-class OpenAIConfig(BaseModel):
-    """Settings of the OpenAI-compatible backend. No secrets here: the key is read from ``api_key_env``."""
+async def _count_request(request) -> None:
+    """httpx request hook: one more HTTP request (first try or SDK retry) for the call in this task."""
+    box = _REQUESTS.get()
+    if box is not None:
+        box[0] += 1
 
-    model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["openai"] = Field("openai", description="Backend discriminator.")
-    model: str = Field(..., description="Model name as the server knows it.")
-    base_url: str | None = Field(
-        None,
-        description="Server URL such as http://127.0.0.1:8000/v1 (None: $OPENAI_BASE_URL or api.openai.com).",
-    )
-    api_key_env: str = Field(
-        "OPENAI_API_KEY", description="Name of the environment variable holding the key."
-    )
-    max_concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
-    timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request in seconds.")
-    max_retries: int = Field(
-        3, ge=0, description="SDK retries (with backoff) for timeouts, 429, 5xx, dropped links."
-    )
-    output_retries: int = Field(
-        2, ge=0, description="Extra tries for unusable answers (malformed, no/empty text)."
-    )
-    backoff_s: float = Field(0.5, ge=0, description="First backoff of our own retries; doubles each try.")
-    rpm: int | None = Field(None, ge=1, description="Most requests per minute (None: no limit).")
-    tpm: int | None = Field(
-        None, ge=1, description="Most tokens per minute, estimated before sending (None: no limit)."
-    )
-    use_n: bool = Field(True, description="Ask for n samples in one request (off for servers that ignore n).")
-    extra_body: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Passed through as-is (e.g. vLLM's top_k, guided_regex, min_tokens).",
-    )
-    check_on_start: bool = Field(True, description="List the server's models before work starts (fail fast).")
+@dataclass
+class OpenAIResult(Result):
+    """A :class:`Result` that also carries transport accounting; like ``attempts``, it is set on the first
+    result of a call group and 0 on the others, so sums over results are exact."""
 
-    def resolved_base_url(self) -> str:
-        return self.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    requests: int = 0
+    """HTTP requests sent for the group: ``attempts`` logical calls plus the SDK's transport retries."""
+    output_retries: int = 0
+    """Calls of the group that asked again after an unusable answer (empty, malformed, no choices) or a
+    failure the SDK's own retries gave up on."""
 
 
 class _Throttle:
@@ -108,13 +106,27 @@ class OpenAIBackend:
         self.model_id = f"openai:{self._safe_url}/{config.model}"
         key = os.environ.get(config.api_key_env)
         if not key:
-            if host in _LOOPBACK:
-                key = "no-key"  # local servers usually accept anything
-            else:
+            if config.api_key_env != DEFAULT_KEY_ENV:
+                raise BackendError(
+                    f"no API key: set the environment variable {config.api_key_env} "
+                    "(named by --api-key-env / api_key_env; it is not set)"
+                )
+            if host not in _LOOPBACK:
                 raise BackendError(f"no API key: set the environment variable {config.api_key_env}")
+            key = NO_KEY
+            if self._safe_url not in _told_no_key:
+                _told_no_key.add(self._safe_url)
+                log.warning(
+                    "$%s is not set: no API key is sent to the loopback server at %s (the SDK gets the "
+                    "placeholder %r); name a variable with --api-key-env if the server needs one",
+                    DEFAULT_KEY_ENV,
+                    self._safe_url,
+                    NO_KEY,
+                )
         self._key = key
         self._checked = False
         self._n_ignored = False
+        self._empty = _EmptyCounts()
 
     def __repr__(self) -> str:  # never show the key
         return f"OpenAIBackend(model={self.config.model!r}, base_url={self._safe_url!r})"
@@ -129,7 +141,22 @@ class OpenAIBackend:
             base_url=self.base_url,
             timeout=self.config.timeout_s,
             max_retries=self.config.max_retries,
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [_count_request]}),
         )
+
+    # -- context ---------------------------------------------------------------------------------------
+    @property
+    def context_size(self) -> int | None:
+        """The model's context window in tokens (``config.context_size``); ``None`` when unknown."""
+        return self.config.context_size
+
+    def count_tokens(self, text: str) -> int | None:
+        """``None``: a remote model's tokenizer is not available here (callers estimate, e.g. chars / 4)."""
+        return None
+
+    def count_request_tokens(self, request: GenerationRequest) -> int | None:
+        """``None``, as :meth:`count_tokens`."""
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def check(self) -> None:
@@ -140,7 +167,8 @@ class OpenAIBackend:
     async def _acheck(self) -> None:
         import openai
 
-        client = self._client().with_options(max_retries=0, timeout=min(self.config.timeout_s, 15))
+        # retried like every request (a dropped connection must not abort the run), but with a short timeout
+        client = self._client().with_options(timeout=min(self.config.timeout_s, 15))
         try:
             models = await client.models.list()
             names = [m.id for m in models.data]
@@ -178,6 +206,7 @@ class OpenAIBackend:
         sem = asyncio.Semaphore(self.config.max_concurrency)
         throttle = _Throttle(self.config.rpm, self.config.tpm)
         results: list[Result] = []
+        self._empty = _EmptyCounts()
 
         async def one(req: GenerationRequest, indices: list[int]) -> None:
             async with sem:
@@ -196,6 +225,19 @@ class OpenAIBackend:
             await asyncio.gather(*tasks)
         finally:
             await client.close()
+        e = self._empty
+        if e.answers:
+            log.warning(
+                "%s: %d empty answers (%d samples) from %d requests were asked again: %d samples recovered, "
+                "%d still empty after %d extra tries",
+                self._safe_url,
+                e.answers,
+                e.samples,
+                e.requests,
+                e.recovered,
+                e.lost,
+                self.config.output_retries,
+            )
         return results
 
     async def _call_group(self, client, throttle, req: GenerationRequest, indices: list[int]) -> list[Result]:
@@ -204,102 +246,156 @@ class OpenAIBackend:
         A server that answers fewer choices than ``n`` (llama.cpp's ignores ``n``) is asked again for the rest
         without that counting as a failed try; later requests then ask for one sample at a time.
         """
+        g = _Group(pending=list(indices))
+        while g.pending and g.bad <= self.config.output_retries:
+            if g.bad:
+                g.output_retries += 1
+                await asyncio.sleep(self.config.backoff_s * 2 ** (g.bad - 1) * (0.5 + random.random()))
+            n = 1 if self._n_ignored else len(g.pending)
+            s = req.sampling
+            await throttle.wait(
+                len(req.prompt or "".join(c for _, c in req.messages or ())) // 4 + s.max_tokens * n
+            )
+            t0 = time.perf_counter()
+            answer = await self._request(client, req, self._params(req, n, g.pending[0]), g)
+            if answer is None:
+                continue
+            resp, texts = answer
+            self._take(req, g, resp, texts, n, time.perf_counter() - t0)
+        return self._results(req, indices, g)
+
+    def _params(self, req: GenerationRequest, n: int, first: int) -> dict[str, Any]:
+        s = req.sampling
+        params: dict[str, Any] = dict(
+            model=self.config.model,
+            max_tokens=s.max_tokens,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            seed=s.seed + first,
+        )
+        if s.stop:
+            params["stop"] = list(s.stop)[:4]
+        if n > 1:
+            params["n"] = n
+        if self.config.extra_body:
+            params["extra_body"] = dict(self.config.extra_body)
+        return params
+
+    async def _request(self, client, req: GenerationRequest, params: dict[str, Any], g: _Group):
+        """One call (the SDK retries transport errors); (response, [(index, text, finish)]) or None after a
+        failure, which is counted in ``g``."""
         import openai
 
-        s = req.sampling
-        done: dict[int, Result] = {}
-        pending = list(indices)
-        calls = 0
-        bad = 0
-        last_error = None
-        while pending and bad <= self.config.output_retries:
-            if bad:
-                await asyncio.sleep(self.config.backoff_s * 2 ** (bad - 1) * (0.5 + random.random()))
-            n = 1 if self._n_ignored else len(pending)
-            est = len(req.prompt or "".join(c for _, c in req.messages or ())) // 4 + s.max_tokens * n
-            await throttle.wait(est)
-            params: dict[str, Any] = dict(
-                model=self.config.model,
-                max_tokens=s.max_tokens,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                seed=s.seed + pending[0],
-            )
-            if s.stop:
-                params["stop"] = list(s.stop)[:4]
-            if n > 1:
-                params["n"] = n
-            if self.config.extra_body:
-                params["extra_body"] = dict(self.config.extra_body)
-            t0 = time.perf_counter()
-            calls += 1
-            try:
-                if req.mode == "completion":
-                    resp = await client.completions.create(prompt=req.prompt or "", **params)
-                    texts = [(c.index, c.text, c.finish_reason) for c in resp.choices or []]
-                else:
-                    resp = await client.chat.completions.create(messages=req.message_dicts(), **params)
-                    texts = [
-                        (c.index, c.message.content if c.message else None, c.finish_reason)
-                        for c in resp.choices or []
-                    ]
-            except (openai.APIStatusError, openai.APIConnectionError, openai.APITimeoutError) as exc:
-                # the SDK already retried transport errors with backoff; other 4xx will not improve
-                last_error = _describe(exc)
-                log.warning("request %s failed: %s", req.id, last_error)
-                bad += 1
-                if isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 401, 403, 404, 422):
-                    break
-                continue
-            except (ValueError, openai.APIResponseValidationError, AttributeError, TypeError) as exc:
-                last_error = f"malformed response: {type(exc).__name__}"
-                log.warning("request %s: %s", req.id, last_error)
-                bad += 1
-                continue
-            seconds = time.perf_counter() - t0
-            usage = getattr(resp, "usage", None)
-            p_tok = getattr(usage, "prompt_tokens", 0) or 0
-            c_tok = getattr(usage, "completion_tokens", 0) or 0
-            texts.sort(key=lambda t: t[0] if isinstance(t[0], int) else 0)
-            if n > 1 and 0 < len(texts) < n:
-                if not self._n_ignored:
-                    log.info(
-                        "server at %s answers fewer choices than n; asking one sample at a time",
-                        self._safe_url,
-                    )
-                self._n_ignored = True
-            fresh = []
-            empty = False
-            for k, idx in enumerate(pending[: len(texts)]):
-                text = texts[k][1]
-                if text is None or not text.strip():
-                    empty = True
-                    continue
-                fresh.append(idx)
-                done[idx] = Result(
-                    request_id=req.id,
-                    sample_index=idx,
-                    text=text,
-                    finish_reason=texts[k][2],
-                    seconds=seconds / max(1, len(texts)),
-                    attempts=0,
+        g.calls += 1
+        box = [0]
+        token = _REQUESTS.set(box)
+        try:
+            if req.mode == "completion":
+                resp = await client.completions.create(prompt=req.prompt or "", **params)
+                return resp, [(c.index, c.text, c.finish_reason) for c in resp.choices or []]
+            resp = await client.chat.completions.create(messages=req.message_dicts(), **params)
+            content = [
+                (c.index, c.message.content if c.message else None, c.finish_reason)
+                for c in resp.choices or []
+            ]
+            return resp, content
+        except (openai.APIStatusError, openai.APIConnectionError, openai.APITimeoutError) as exc:
+            # the SDK already retried transport errors with backoff; other 4xx will not improve
+            g.last_error = _describe(exc)
+            log.warning("request %s failed: %s", req.id, g.last_error)
+            g.bad += 1
+            if isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 401, 403, 404, 422):
+                g.bad = self.config.output_retries + 1  # no further try
+            return None
+        except (ValueError, openai.APIResponseValidationError, AttributeError, TypeError) as exc:
+            g.last_error = f"malformed response: {type(exc).__name__}"
+            log.warning("request %s: %s", req.id, g.last_error)
+            g.bad += 1
+            return None
+        finally:
+            _REQUESTS.reset(token)
+            g.requests += max(1, box[0])  # at least the call itself, whatever the HTTP client reports
+
+    def _take(self, req: GenerationRequest, g: _Group, resp, texts: list, n: int, seconds: float) -> None:
+        """Keep the non-empty answers of one call (token totals split exactly over them)."""
+        usage = getattr(resp, "usage", None)
+        p_tok = getattr(usage, "prompt_tokens", 0) or 0
+        c_tok = getattr(usage, "completion_tokens", 0) or 0
+        texts.sort(key=lambda t: t[0] if isinstance(t[0], int) else 0)
+        if n > 1 and 0 < len(texts) < n:
+            if not self._n_ignored:
+                log.info(
+                    "server at %s answers fewer choices than n; asking one sample at a time", self._safe_url
                 )
-            for k, idx in enumerate(fresh):  # token totals stay exact when n samples share one call
-                done[idx].completion_tokens = c_tok // len(fresh) + (1 if k < c_tok % len(fresh) else 0)
-                done[idx].prompt_tokens = p_tok if k == 0 else 0
-            if empty or not texts:
-                last_error = "empty output" if texts else "no choices in the answer"
-                bad += 1
-            pending = [i for i in pending if i not in done]
-        results = []
+            self._n_ignored = True
+        fresh = []
+        empty = False
+        for k, idx in enumerate(g.pending[: len(texts)]):
+            text = texts[k][1]
+            if text is None or not text.strip():
+                empty = True
+                g.was_empty.add(idx)
+                self._empty.answers += 1
+                continue
+            fresh.append(idx)
+            g.done[idx] = OpenAIResult(
+                request_id=req.id,
+                sample_index=idx,
+                text=text,
+                finish_reason=texts[k][2],
+                seconds=seconds / max(1, len(texts)),
+                attempts=0,
+            )
+        for k, idx in enumerate(fresh):  # token totals stay exact when n samples share one call
+            g.done[idx].completion_tokens = c_tok // len(fresh) + (1 if k < c_tok % len(fresh) else 0)
+            g.done[idx].prompt_tokens = p_tok if k == 0 else 0
+        if empty or not texts:
+            g.last_error = "empty output" if texts else "no choices in the answer"
+            g.bad += 1
+        g.pending = [i for i in g.pending if i not in g.done]
+
+    def _results(self, req: GenerationRequest, indices: list[int], g: _Group) -> list[Result]:
+        results: list[OpenAIResult] = []
         for idx in indices:
-            res = done.get(idx) or Result(
-                request_id=req.id, sample_index=idx, error=last_error or "no answer"
+            res = g.done.get(idx) or OpenAIResult(
+                request_id=req.id, sample_index=idx, error=g.last_error or "no answer"
             )
             res.attempts = 0
             results.append(res)
-        results[0].attempts = calls
+        results[0].attempts = g.calls
+        results[0].requests = g.requests
+        results[0].output_retries = g.output_retries
+        if g.was_empty:
+            self._empty.requests += 1
+            self._empty.samples += len(g.was_empty)
+            self._empty.recovered += sum(1 for i in g.was_empty if i in g.done)
+            self._empty.lost += sum(1 for i in g.was_empty if i not in g.done)
         return results
+
+
+@dataclass
+class _Group:
+    """The state of one request's samples while they are asked for (and asked again)."""
+
+    pending: list[int]
+    done: dict[int, OpenAIResult] = field(default_factory=dict)
+    calls: int = 0
+    requests: int = 0
+    output_retries: int = 0
+    bad: int = 0
+    last_error: str | None = None
+    was_empty: set[int] = field(default_factory=set)  # samples that came back empty at least once
+
+
+@dataclass
+class _EmptyCounts:
+    """Empty answers within one ``generate`` (for the warning that says they were asked again)."""
+
+    answers: int = 0
+    samples: int = 0
+    requests: int = 0
+    recovered: int = 0
+    lost: int = 0
 
 
 def _describe(exc) -> str:

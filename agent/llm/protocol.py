@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from activesynth.agent.config.llm import SamplingParams
 
 __all__ = [
+    "PROMPT_TOO_LONG",
     "Backend",
     "BackendError",
     "GenerationRequest",
@@ -21,25 +22,12 @@ __all__ = [
 ]
 
 
+PROMPT_TOO_LONG = "prompt_too_long"
+"""Reason code of a request whose prompt plus ``max_tokens`` does not fit the model's context (never sent)."""
+
+
 class BackendError(RuntimeError):
     """A backend that cannot work (wrong key, unreachable server, missing runtime); a one-line message."""
-
-
-class SamplingParams(BaseModel):
-    """Sampling settings shared by all backends (each maps them to its own API)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float = Field(0.8, ge=0.0, le=2.0, description="Sampling temperature; 0 means greedy.")
-    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    max_tokens: int = Field(48, ge=1, description="Most new tokens per sample.")
-    stop: list[str] = Field(default_factory=list, description="Strings that end a sample (not included).")
-    seed: int = Field(
-        0, description="Base seed; sample i of a request uses seed + i where the backend allows."
-    )
-    repetition_penalty: float = Field(
-        1.0, gt=0.0, description="Repetition penalty (local and vLLM backends)."
-    )
 
 
 @dataclass(frozen=True)
@@ -47,7 +35,8 @@ class GenerationRequest:
     """One prompt to sample ``n`` times. ``prompt`` for completion mode, ``messages`` for chat mode.
 
     ``template_version`` and ``sample_index`` are part of the cache key, so a template edit or a new sample
-    never reuses an old answer.
+    never reuses an old answer. ``meta`` says what the request is for (plan item, label, template family,
+    the few-shot examples shown as JSON); it is not part of the cache key.
     """
 
     id: str
@@ -59,6 +48,7 @@ class GenerationRequest:
     template: str = ""
     template_version: str = ""
     first_sample: int = 0
+    meta: tuple[tuple[str, str], ...] = ()
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages or ()]

@@ -1,4 +1,11 @@
-"""Usage accounting: calls, tokens, cache hits, seconds and money, per stage and model."""
+"""Usage accounting: calls, requests, tokens, cache hits, seconds and money, per stage and model.
+
+``calls`` are the model calls the code made (one per prompt group sent, including re-asks for unusable
+answers); ``requests`` are the HTTP requests (or local model runs) those calls took, so
+``requests == calls + transport_retries`` always holds: a server's access log shows ``requests``.
+``output_retries`` counts the calls that re-asked after an unusable answer (empty, malformed) or a failure
+the transport retries gave up on.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +14,35 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from activesynth.agent.config.llm import Price, PriceTable
 from activesynth.agent.files import write_atomic
 
-__all__ = ["Price", "PriceTable", "UsageMeter", "UsageRow"]
+__all__ = ["COUNTERS", "Price", "PriceTable", "UsageMeter", "UsageRow"]
 
-
-class Price(BaseModel):
-    """Price of one model in a currency unit per million tokens."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt_per_mtok: float = Field(0.0, ge=0, description="Price per million prompt (input) tokens.")
-    completion_per_mtok: float = Field(0.0, ge=0, description="Price per million completion (output) tokens.")
-
-
-class PriceTable(BaseModel):
-    """Prices by model id (exact match, else the longest matching suffix such as the bare model name)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    currency: str = Field("USD", description="Currency of all prices.")
-    models: dict[str, Price] = Field(default_factory=dict, description="Model id or name -> price.")
-
-    def price_for(self, model_id: str) -> Price | None:
-        if model_id in self.models:
-            return self.models[model_id]
-        matches = [k for k in self.models if model_id.endswith(k)]
-        return self.models[max(matches, key=len)] if matches else None
+COUNTERS = (
+    "calls",
+    "requests",
+    "transport_retries",
+    "output_retries",
+    "prompt_tokens",
+    "completion_tokens",
+    "cache_hits",
+    "failures",
+    "seconds",
+)
+"""The summed fields of a :class:`UsageRow` (and of a summary's ``totals``, which adds ``cost``)."""
 
 
 @dataclass
 class UsageRow:
-    """Counters of one (stage, model)."""
+    """Counters of one (stage, model); see the module docstring for calls, requests and retries."""
 
     stage: str
     model: str
     calls: int = 0
+    requests: int = 0
+    transport_retries: int = 0
+    output_retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cache_hits: int = 0
@@ -67,15 +65,27 @@ class UsageMeter:
         model: str,
         *,
         calls: int = 0,
+        requests: int | None = None,
+        output_retries: int = 0,
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         cache_hits: int = 0,
         failures: int = 0,
         seconds: float = 0.0,
+        transport_retries: int | None = None,
     ) -> None:
+        """Add counts. ``requests`` defaults to ``calls`` (a backend without transport retries);
+        ``transport_retries`` is ``requests - calls`` unless given (when adding up saved rows)."""
+        if requests is None:
+            requests = calls
+        if transport_retries is None:
+            transport_retries = max(0, requests - calls)
         with self._lock:
             row = self._rows.setdefault((stage, model), UsageRow(stage=stage, model=model))
             row.calls += calls
+            row.requests += requests
+            row.transport_retries += transport_retries
+            row.output_retries += output_retries
             row.prompt_tokens += prompt_tokens
             row.completion_tokens += completion_tokens
             row.cache_hits += cache_hits
@@ -97,8 +107,7 @@ class UsageMeter:
 
     def summary(self) -> dict:
         rows = self.rows()
-        keys = ("calls", "prompt_tokens", "completion_tokens", "cache_hits", "failures", "seconds")
-        totals: dict = {k: sum(getattr(r, k) for r in rows) for k in keys}
+        totals: dict = {k: sum(getattr(r, k) for r in rows) for k in COUNTERS}
         totals["seconds"] = round(totals["seconds"], 3)
         costs = [r.cost for r in rows if r.cost is not None]
         totals["cost"] = round(sum(costs), 6) if costs else None
@@ -122,8 +131,8 @@ class UsageMeter:
         return total.save(path)
 
     def _add(self, row: dict) -> None:
-        keys = ("calls", "prompt_tokens", "completion_tokens", "cache_hits", "failures", "seconds")
-        self.record(row["stage"], row["model"], **{k: row.get(k) or 0 for k in keys})
+        row = _complete(row)
+        self.record(row["stage"], row["model"], **{k: row[k] for k in COUNTERS})
 
     @staticmethod
     def merge_files(paths: list[Path], out: Path) -> dict:
@@ -133,18 +142,27 @@ class UsageMeter:
         for p in paths:
             data = json.loads(Path(p).read_text())
             currency = data.get("currency", currency)
-            for r in data["rows"]:
+            for r in map(_complete, data["rows"]):
                 cur = acc.setdefault(
                     (r["stage"], r["model"]), {**r, **{k: 0 for k in r if k not in ("stage", "model")}}
                 )
                 for k, v in r.items():
                     if k in ("stage", "model") or v is None:
                         continue
-                    cur[k] = (cur[k] or 0) + v
+                    cur[k] = (cur.get(k) or 0) + v
         rows = list(acc.values())
-        keys = ("calls", "prompt_tokens", "completion_tokens", "cache_hits", "failures", "seconds", "cost")
-        totals = {k: sum((r.get(k) or 0) for r in rows) for k in keys}
+        totals = {k: sum((r.get(k) or 0) for r in rows) for k in (*COUNTERS, "cost")}
         data = {"currency": currency, "rows": rows, "totals": totals}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=2))
         return data
+
+
+def _complete(row: dict) -> dict:
+    """A saved row with every counter; rows saved before ``requests`` was counted took one per call."""
+    out = dict(row)
+    for k in COUNTERS:
+        out[k] = out.get(k) or 0
+    if "requests" not in row:
+        out["requests"] = out["calls"] + out["transport_retries"]
+    return out

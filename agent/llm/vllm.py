@@ -8,31 +8,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from activesynth.agent.config.llm import VLLMConfig
 from activesynth.agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
 
 __all__ = ["VLLMBackend", "VLLMConfig"]
 
 log = logging.getLogger(__name__)
-
-
-class VLLMConfig(BaseModel):
-    """Settings of the in-process vLLM backend."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["vllm"] = Field("vllm", description="Backend discriminator.")
-    model: str = Field(..., description="Hub id or local folder that vLLM can load.")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Share of GPU memory vLLM may take.")
-    max_model_len: int | None = Field(None, ge=128, description="Context length (None: the model's).")
-    dtype: str = Field("auto", description="Weights dtype passed to vLLM.")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="More vllm.LLM(...) arguments.")
-    sampling_extra: dict[str, Any] = Field(
-        default_factory=dict, description="More vllm.SamplingParams(...) arguments (e.g. top_k, min_tokens)."
-    )
 
 
 class VLLMBackend:

@@ -1,9 +1,13 @@
 # ruff: noqa: E501 - HTML and JavaScript
 """The dashboard page (HTML + script, no external assets). Data texts are inserted with ``textContent``
-only, never as HTML."""
+only, never as HTML. The server's POST token reaches the script only inside the page (``page_html``), and
+the script sends it back in the ``X-Activesynth-Token`` header with a JSON body."""
+
+import html
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Active Synthesis</title>
+<meta name="activesynth-token" content="%TOKEN%">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{font:14px system-ui,sans-serif;margin:0;display:flex;height:100vh;color:#222}
@@ -43,13 +47,15 @@ img{max-width:480px;border:1px solid #ddd}
 """
 
 APP_JS = r"""
-const TOKEN = new URLSearchParams(location.search).get('token') || '';
+const URL_TOKEN = new URLSearchParams(location.search).get('token') || '';  // a user --token, if any
+const TOKEN = document.querySelector('meta[name="activesynth-token"]').content || URL_TOKEN;
 let current = new URLSearchParams(location.search).get('run'), plotSrc = '';  // ?run=ID preselects a run
 if (current) document.getElementById('run').dataset.follow = 'no';
 const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 async function api(path, opts = {}) {
-  opts.headers = Object.assign({'X-Token': TOKEN}, opts.headers || {});
+  opts.headers = Object.assign(TOKEN ? {'X-Activesynth-Token': TOKEN} : {}, opts.headers || {});
+  opts.credentials = 'same-origin';
   const r = await fetch(path, opts);
   return r.json();
 }
@@ -141,7 +147,7 @@ function render(v) {
       d.appendChild(b); d.appendChild(node('span', ' ' + fmt(r.mean_uncertainty))); return d; }],
     ['dev error rate', r => r.dev_error_rate], ['selected', r => r.n_selected]], pc);
   const maps = (v.plots || []).filter(p => p.endsWith('cluster_map.png'));
-  const src = maps.length ? `/api/plot?id=${enc(v.id)}&path=${enc(maps[maps.length - 1])}&token=${enc(TOKEN)}` : '';
+  const src = maps.length ? `/api/plot?id=${enc(v.id)}&path=${enc(maps[maps.length - 1])}${URL_TOKEN ? '&token=' + enc(URL_TOKEN) : ''}` : '';
   if (src !== plotSrc) { plotSrc = src; if (src) $('clustermap').src = src; else $('clustermap').removeAttribute('src'); }
   const pr = $('prompts'); const have = Array.from(pr.children).map(b => b.textContent).join('|');
   if (have !== (v.prompts || []).join('|')) {
@@ -185,3 +191,9 @@ $('run').onchange = () => { current = $('run').value; $('run').dataset.follow = 
 $('load').onclick = loadSamples;
 refresh(); setInterval(refresh, 2000);
 """
+
+
+def page_html(token: str | None) -> str:
+    """The page with ``token`` (the server's generated POST token) in its ``activesynth-token`` meta tag;
+    ``None`` leaves it empty (a user ``--token`` comes from the address instead and never sits in the page)."""
+    return PAGE.replace("%TOKEN%", html.escape(token or "", quote=True), 1)

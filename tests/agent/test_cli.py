@@ -95,10 +95,10 @@ def _files_args(files: dict) -> list[str]:
 
 
 def test_efficiency_command_on_user_files(tmp_path, small_files, embed_cache, monkeypatch):
-    import activesynth.agent.loop as loop
+    import activesynth.agent.experiments.efficiency as loop
     from activesynth.agent.config import ReportConfig
     from activesynth.agent.llm.cache import CachedBackend, LLMCache
-    from tests.agent.fakes import EchoBackend
+    from tests.fakes import EchoBackend
 
     fake = EchoBackend()
     backend = CachedBackend(fake, LLMCache(tmp_path / "llm.sqlite"))
@@ -159,3 +159,46 @@ def test_efficiency_needs_enough_texts_per_class(tmp_path, small_files):
     assert res.exit_code == 2 and "either a built-in dataset or files" in res.output
     res = runner.invoke(app, ["efficiency", *_files_args(small_files), "--out", str(out), "--shots", "2,x"])
     assert res.exit_code == 2 and "--shots: expected comma-separated integers" in res.output
+
+
+def test_the_real_app_lists_every_command():
+    """Every command module is imported explicitly (no import guard can silently drop one)."""
+    import pkgutil
+
+    import activesynth.agent.cli as cli_package
+
+    expected = {
+        "datasets",
+        "report",
+        "run",
+        "efficiency",
+        "runs",
+        "compare",
+        "predict",
+        "generate",
+        "filter",
+        "chat",
+        "serve",
+        "prompts",
+    }
+    names = {c.name or c.callback.__name__ for c in app.registered_commands} | {
+        g.name for g in app.registered_groups
+    }
+    assert names == expected
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and all(f" {name} " in res.output for name in expected)
+    modules = {m.name for m in pkgutil.iter_modules(cli_package.__path__)}
+    assert modules == {
+        "app",
+        "common",
+        "chat",
+        "datasets",
+        "filters",
+        "generate",
+        "prompts",
+        "report",
+        "run",
+        "runs",
+    }
+    prompts = runner.invoke(app, ["prompts", "--help"], env={"COLUMNS": "200"})
+    assert all(sub in prompts.output for sub in ("list", "show", "render", "compare"))

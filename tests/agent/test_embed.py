@@ -54,3 +54,33 @@ def test_uncached_sibling_shares_the_model_and_skips_the_disk(tmp_path):
     e2 = Embedder(cache_dir=tmp_path, precision="fp32")
     e2.encode(["a perturbed text that must not be cached"])
     assert e2.computed == 1  # the sibling wrote nothing to the shared cache
+
+
+def _fds_on(path) -> int:
+    """Open file descriptors of this process on ``path`` and its ``-wal``/``-shm`` companions."""
+    import os
+
+    base = str(path.resolve())
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        n += target.startswith(base)
+    return n
+
+
+def test_many_embedders_on_one_cache_hold_one_connection(tmp_path):
+    """A run builds an Embedder per stage, arm and round: handles on the cache file must stay flat."""
+    base = Embedder(cache_dir=tmp_path, precision="fp32")
+    base.encode(["Where is my new card?"])
+    db = tmp_path / "embeddings.sqlite"
+    after_one = _fds_on(db)
+    assert after_one >= 1
+    for i in range(20):
+        e = Embedder(cache_dir=tmp_path, precision="fp32")
+        e._model, e._dim = base._model, base._dim  # share the loaded model; the cache is what is tested
+        e.encode(["Where is my new card?", f"Card number {i} has not arrived."])
+        assert e.cache_hits == 1 and e.computed == 1
+    assert _fds_on(db) == after_one

@@ -11,16 +11,12 @@ from hypothesis import strategies as st
 
 from activesynth.agent.config import DataConfig, EmbedConfig, LoopConfig, ReportConfig, RunConfig
 from activesynth.agent.datasets import load
+from activesynth.agent.experiments.arms import compare_arms
 from activesynth.agent.llm.cache import CachedBackend, LLMCache
-from activesynth.agent.loop import (
-    _round_robin,
-    cap_synthetic,
-    compare_arms,
-    run_loop,
-    synthetic_weights,
-)
+from activesynth.agent.loop import _round_robin, run_loop
 from activesynth.agent.runs import Run
-from tests.agent.fakes import EchoBackend
+from activesynth.agent.training import cap_synthetic, synthetic_weights
+from tests.fakes import EchoBackend
 
 
 def _config(small_files, embed_cache, **loop):
@@ -101,8 +97,8 @@ def test_rollback_keeps_samples_but_does_not_train_on_them(tmp_path, small_files
 
     real_select = loop.select_weight
 
-    def worse(run, ds, embedder, synthetic):
-        w, f1, clf, table = real_select(run, ds, embedder, synthetic)
+    def worse(config, ds, embedder, synthetic):
+        w, f1, clf, table = real_select(config, ds, embedder, synthetic)
         return w, (f1 - 0.5 if synthetic else f1), clf, table
 
     monkeypatch.setattr(loop, "select_weight", worse)
@@ -115,10 +111,28 @@ def test_rollback_keeps_samples_but_does_not_train_on_them(tmp_path, small_files
     assert (run.round_dir(1) / "accepted.jsonl").read_text().strip()  # the samples are kept on disk
 
 
+def _open_handles(*paths) -> int:
+    """File descriptors of this process on files under ``paths`` (caches and their -wal/-shm files)."""
+    import os
+
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return sum(t.startswith(str(p.resolve())) for t in targets for p in paths)
+
+
 def test_compare_arms_writes_table(tmp_path, small_files, embed_cache):
     _, backend = _backend(tmp_path)
     base = _config(small_files, embed_cache, rounds=1, robustness=False)
+    compare_arms(tmp_path / "warm", base, seeds=[0], backend=backend)
+    after_one_seed = _open_handles(embed_cache, tmp_path)
     data = compare_arms(tmp_path / "cmp", base, seeds=[0, 1], backend=backend)
+    # six more arm runs, each with its own embedder and caches: the handles stay flat (issue 11, item 9)
+    assert _open_handles(embed_cache, tmp_path) <= after_one_seed
+    assert not list((tmp_path / "cmp").glob("seed-*/*/llm_cache.sqlite"))  # one shared cache, one level up
     assert set(data["table"]) == {"real-only", "untargeted", "active"}
     assert len(data["table"]["active"]["accuracy"]["values"]) == 2
     assert "delta_accuracy_vs_real" in data["table"]["active"]
@@ -156,7 +170,7 @@ from pathlib import Path
 from activesynth.agent.llm.cache import CachedBackend, LLMCache
 from activesynth.agent.loop import run_loop
 from activesynth.agent.runs import Run
-from tests.agent.fakes import EchoBackend
+from tests.fakes import EchoBackend
 
 run = Run.open(sys.argv[1])
 with run.lock():
@@ -165,6 +179,7 @@ with run.lock():
 """
 
 
+@pytest.mark.slow
 def test_sigkill_during_generation_then_resume(tmp_path, small_files, embed_cache):
     import os
     import signal
@@ -205,10 +220,11 @@ def test_sigkill_during_generation_then_resume(tmp_path, small_files, embed_cach
     assert resumed["synthetic_used"] == ref["synthetic_used"]
 
 
+@pytest.mark.slow
 def test_tiny_loop_with_the_real_local_model(tmp_path, small_files, embed_cache):
     cfg = _config(small_files, embed_cache, rounds=1, budget=4, overgenerate=2.0, robustness=False)
     cfg.generate.backend.model = "smollm2"
-    cfg.generate.planner.budget = 8
+    cfg.generate.planner.n_texts = 8
     run = Run.create(tmp_path / "real", cfg)
     summary = run_loop(run)
     rec = json.loads((run.round_dir(1) / "generation_record.json").read_text())
@@ -223,7 +239,7 @@ def test_tiny_loop_with_the_real_local_model(tmp_path, small_files, embed_cache)
 
 
 def test_chat_controls_reach_the_loop(tmp_path, small_files, embed_cache):
-    from activesynth.agent.chat.control import request_stop, set_approval, set_overrides
+    from activesynth.agent.control import request_stop, set_approval, set_overrides
 
     _, backend = _backend(tmp_path)
     run = Run.create(
@@ -234,7 +250,7 @@ def test_chat_controls_reach_the_loop(tmp_path, small_files, embed_cache):
     assert summary["rounds"][1]["used"] == 0 and summary["synthetic_used"] == 0
 
     run2 = Run.create(tmp_path / "budget", _config(small_files, embed_cache, rounds=1, robustness=False))
-    set_overrides(run2, {"loop": {"budget": 3}})  # changed from chat before the round
+    set_overrides(run2, {"loop.budget": 3})  # changed from chat before the round
     assert run_loop(run2, backend=backend)["synthetic_used"] <= 3
 
     run3 = Run.create(tmp_path / "stop", _config(small_files, embed_cache, rounds=2, robustness=False))
@@ -249,7 +265,7 @@ def test_later_rounds_overgenerate_by_the_measured_acceptance_rate(tmp_path, sma
     run = Run.create(tmp_path / "run", _config(small_files, embed_cache, overgenerate=3.0))
     assert ask_for(run, 1, 50) == (150, None)  # nothing measured yet: the configured factor
     rdir = run.round_dir(1, create=True)
-    (rdir / "generation_plan.json").write_text(json.dumps({"budget": 150}))
+    (rdir / "generation_plan.json").write_text(json.dumps({"n_texts": 150}))
     (rdir / "filter_report.json").write_text(json.dumps({"n_accepted": 15, "n_candidates": 180}))
     ask, rate = ask_for(run, 2, 40)
     assert rate == pytest.approx(0.1)

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from activesynth.agent.planner import Plan, Planner, PlannerConfig, allocate, examples_from_dataset
+from activesynth.agent.config import PlannerConfig
+from activesynth.agent.planner import Plan, Planner, allocate, examples_from_dataset
 
 DATA = Path(__file__).resolve().parents[1] / "prompts" / "data"
 
@@ -67,7 +68,7 @@ def test_allocate_is_proportional_and_monotone():
 
 
 def test_targeted_plan_picks_templates_by_unit(report, examples):
-    plan = Planner(PlannerConfig(budget=60, floor=3, cap=20, spread=0.2)).plan(
+    plan = Planner(PlannerConfig(n_texts=60, floor=3, cap=20, spread=0.2)).plan(
         report, examples, COUNTS, round_index=1
     )
     assert plan.total_texts == 60 and plan.unallocated == 0 and plan.round == 1
@@ -108,22 +109,22 @@ def test_targeted_plan_picks_templates_by_unit(report, examples):
 
 def test_spread_gives_every_class_something(report, examples):
     labels = report["dataset"]["labels"]
-    spread = Planner(PlannerConfig(budget=80, spread=0.25)).plan(report, examples, COUNTS)
+    spread = Planner(PlannerConfig(n_texts=80, spread=0.25)).plan(report, examples, COUNTS)
     assert set(spread.by_label()) == set(labels)
-    narrow = Planner(PlannerConfig(budget=80, spread=0.0)).plan(report, examples, COUNTS)
+    narrow = Planner(PlannerConfig(n_texts=80, spread=0.0)).plan(report, examples, COUNTS)
     assert "lost_or_stolen_card" not in narrow.by_label()
     assert narrow.total_texts == 80
 
 
 def test_untargeted_is_uniform(report, examples):
-    plan = Planner(PlannerConfig(budget=43, mode="untargeted")).plan(report, examples, COUNTS)
+    plan = Planner(PlannerConfig(n_texts=43, mode="untargeted")).plan(report, examples, COUNTS)
     counts = plan.by_label()
     assert sum(counts.values()) == 43 and max(counts.values()) - min(counts.values()) <= 1
     assert {i.family for i in plan.items} == {"list"}
 
 
 def test_rebalance_tops_up_small_classes(report, examples):
-    plan = Planner(PlannerConfig(budget=60, mode="rebalance", spread=0.0, cap=50)).plan(
+    plan = Planner(PlannerConfig(n_texts=60, mode="rebalance", spread=0.0, cap=50)).plan(
         report, examples, COUNTS
     )
     assert plan.by_label() == {
@@ -133,7 +134,7 @@ def test_rebalance_tops_up_small_classes(report, examples):
 
 
 def test_chat_style_and_template_overrides(report, examples):
-    cfg = PlannerConfig(budget=40, style="chat", templates={"list": "evol_in_breadth"})
+    cfg = PlannerConfig(n_texts=40, style="chat", templates={"list": "evol_in_breadth"})
     plan = Planner(cfg).plan(report, examples, COUNTS)
     templates = {i.family: i.template for i in plan.items}
     assert templates["contrastive"] == "contrastive_pair"
@@ -146,7 +147,7 @@ def test_chat_style_and_template_overrides(report, examples):
 def test_examples_are_scrubbed(report, examples):
     examples = {k: list(v) for k, v in examples.items()}
     examples["exchange_rate"].insert(0, "mail me at jane.doe@example.com about the rate")
-    plan = Planner(PlannerConfig(budget=80, spread=1.0, mode="untargeted")).plan(report, examples, COUNTS)
+    plan = Planner(PlannerConfig(n_texts=80, spread=1.0, mode="untargeted")).plan(report, examples, COUNTS)
     texts = [t for i in plan.items for t in i.examples]
     assert not any("jane.doe@example.com" in t for t in texts)
     assert any("[EMAIL]" in t for t in texts)
@@ -194,7 +195,7 @@ def test_examples_come_from_train_and_dev_only():
 
 
 def test_plan_round_trips_and_validates_edits(tmp_path, report, examples):
-    plan = Planner(PlannerConfig(budget=30)).plan(report, examples, COUNTS)
+    plan = Planner(PlannerConfig(n_texts=30)).plan(report, examples, COUNTS)
     path = plan.save(tmp_path / "generation_plan.json")
     data = json.loads(path.read_text())
     data["items"][0]["n_texts"] = 11

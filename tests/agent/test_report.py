@@ -5,6 +5,7 @@ import pytest
 
 from activesynth.agent.config import DataConfig, ReportConfig, RunConfig, UncertaintyConfig
 from activesynth.agent.datasets import load
+from activesynth.agent.loader import load_classifier
 from activesynth.agent.loop import report_round
 from activesynth.agent.report import choose_k, cluster_texts, keywords
 from activesynth.agent.runs import Run
@@ -15,7 +16,7 @@ def small_run(tmp_path_factory, small_files, embed_cache):
     from activesynth.agent.config import EmbedConfig
 
     cfg = RunConfig(
-        data=DataConfig(**small_files),
+        data=DataConfig(**small_files, selection_fraction=0),
         embed=EmbedConfig(cache_dir=embed_cache),
         uncertainty=UncertaintyConfig(strategy="entropy", top_fraction=0.5),
         report=ReportConfig(min_clusters=3, max_clusters=6),
@@ -53,7 +54,7 @@ def test_report_schema_and_files(small_run):
 
 def test_no_test_text_in_any_written_file(small_run, small_files):
     run, _, _ = small_run
-    ds = load(DataConfig(**small_files))
+    ds = load(DataConfig(**small_files, selection_fraction=0))
     test_texts, _ = ds.test.reveal("evaluation")
     dev_texts = set(ds.dev.texts)
     written = "\n".join(
@@ -66,12 +67,12 @@ def test_no_test_text_in_any_written_file(small_run, small_files):
     assert not leaked
 
 
-def test_report_matches_independent_metrics(small_run, small_files, embedder):
+def test_report_matches_independent_metrics(small_run, small_files):
     from sklearn.metrics import accuracy_score, f1_score
 
     run, report, _ = small_run
-    ds = load(DataConfig(**small_files))
-    clf = run.load_classifier(1, embedder)
+    ds = load(DataConfig(**small_files, selection_fraction=0))
+    clf = load_classifier(run, 1)  # with the run's own embedder settings
     texts, labels = ds.test.reveal("evaluation")
     pred = clf.predict(texts)
     assert report["metrics"]["test"]["accuracy"] == pytest.approx(accuracy_score(labels, pred))
@@ -123,7 +124,7 @@ def test_mc_dropout_report(tmp_path, small_files, embed_cache):
     from activesynth.agent.config import ClassifierConfig, EmbedConfig
 
     cfg = RunConfig(
-        data=DataConfig(**small_files),
+        data=DataConfig(**small_files, selection_fraction=0),
         embed=EmbedConfig(cache_dir=embed_cache),
         classifier=ClassifierConfig(kind="finetune", epochs=1, batch_size=16),
         uncertainty=UncertaintyConfig(strategy="mc_dropout", mc_samples=3, top_k=16),

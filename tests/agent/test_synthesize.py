@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from activesynth.agent.config import GenerateConfig, PlannerConfig
 from activesynth.agent.llm import LocalConfig
 from activesynth.agent.llm.cache import CachedBackend, LLMCache
 from activesynth.agent.llm.protocol import Result, SamplingParams
 from activesynth.agent.llm.usage import UsageMeter
-from activesynth.agent.planner import Planner, PlannerConfig
-from activesynth.agent.synthesize import GenerateConfig, build_backend, render_requests, synthesize
+from activesynth.agent.planner import Planner
+from activesynth.agent.synthesize import build_backend, render_requests, synthesize
+from tests.fakes import ScriptedBackend
 
 DATA = Path(__file__).resolve().parents[1] / "prompts" / "data"
 FIELDS = {
@@ -41,46 +43,26 @@ def plan():
     report = json.loads((DATA / "uncertainty_report.json").read_text())
     examples = json.loads((DATA / "examples.json").read_text())["train"]
     counts = {lab: 40 for lab in report["dataset"]["labels"]}
-    return Planner(PlannerConfig(budget=24, floor=2, cap=6, spread=0.25)).plan(
+    return Planner(PlannerConfig(n_texts=24, floor=2, cap=6, spread=0.25)).plan(
         report, examples, counts, round_index=1
     )
 
 
-class ScriptedBackend:
-    """Answers with canned outputs by template (a fake for parser/record tests only)."""
+def canned(req, i, n_call):
+    """Canned outputs by template (parser and record tests): rewrites, meta replies, cut lists, 429s."""
+    if req.id.startswith("0"):
+        return Result(req.id, i, error="RateLimitError (HTTP 429)")
+    if req.template == "evol_in_depth_list":
+        text = " I ordered my card in May and it is still not here.\nOriginal: x"
+    elif n_call % 4 == 1:
+        text = "Sure! Here is a message:"
+    else:
+        text = f" text {n_call} for {req.id[:4]}\n9. another {n_call}\n10. cut"
+    return Result(req.id, i, text=text, finish_reason="length", prompt_tokens=10, completion_tokens=8)
 
-    name = "scripted"
-    model_id = "scripted:m"
 
-    def __init__(self):
-        self.calls = 0
-
-    def check(self):
-        pass
-
-    def close(self):
-        pass
-
-    def generate(self, requests, on_result=None):
-        out = []
-        for req in requests:
-            for i in req.sample_indices():
-                self.calls += 1
-                if req.template == "evol_in_depth_list":
-                    text = " I ordered my card in May and it is still not here.\nOriginal: x"
-                elif self.calls % 4 == 1:
-                    text = "Sure! Here is a message:"
-                else:
-                    text = f" text {self.calls} for {req.id[:4]}\n9. another {self.calls}\n10. cut"
-                res = Result(
-                    req.id, i, text=text, finish_reason="length", prompt_tokens=10, completion_tokens=8
-                )
-                if req.id.startswith("0"):
-                    res = Result(req.id, i, error="RateLimitError (HTTP 429)")
-                out.append(res)
-                if on_result:
-                    on_result(req, res)
-        return out
+def canned_backend() -> ScriptedBackend:
+    return ScriptedBackend(canned, "scripted:m")
 
 
 def test_render_is_deterministic_and_varies_examples(plan):
@@ -136,7 +118,7 @@ def test_chat_requests_use_chat_max_tokens(plan):
 @pytest.mark.parametrize("keep_surplus", [False, True])
 def test_candidates_follow_the_contract_and_keep_junk(plan, tmp_path, keep_surplus):
     meter = UsageMeter()
-    be = CachedBackend(ScriptedBackend(), LLMCache(tmp_path / "c.sqlite"), meter)
+    be = CachedBackend(canned_backend(), LLMCache(tmp_path / "c.sqlite"), meter)
     res = synthesize(
         plan,
         be,
@@ -181,16 +163,8 @@ def test_candidates_follow_the_contract_and_keep_junk(plan, tmp_path, keep_surpl
 
 
 def test_backend_failures_are_recorded_not_dropped(plan, tmp_path):
-    class Failing(ScriptedBackend):
-        def generate(self, requests, on_result=None):
-            out = [Result(r.id, i, error="APIConnectionError") for r in requests for i in r.sample_indices()]
-            for req in requests:
-                for res in out:
-                    if on_result and res.request_id == req.id:
-                        on_result(req, res)
-            return out
-
-    res = synthesize(plan, CachedBackend(Failing(), LLMCache(tmp_path / "c.sqlite")), 1)
+    failing = ScriptedBackend(lambda req, i, n: Result(req.id, i, error="APIConnectionError"), "scripted:m")
+    res = synthesize(plan, CachedBackend(failing, LLMCache(tmp_path / "c.sqlite")), 1)
     assert res.failures == len(res.candidates) > 0
     assert all(r["status"] == "unusable" and r["reason"].startswith("backend_error") for r in res.candidates)
 

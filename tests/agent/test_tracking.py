@@ -22,7 +22,7 @@ from activesynth.agent.config import (
 from activesynth.agent.llm.cache import CachedBackend, LLMCache
 from activesynth.agent.loop import run_loop
 from activesynth.agent.runs import Run
-from tests.agent.fakes import EchoBackend
+from tests.fakes import EchoBackend
 
 SECRET = "sk-never-log-me-4f1e9c07"
 
@@ -237,7 +237,9 @@ def test_default_uri_and_secret_redaction(tmp_path):
     text = json.dumps(params)
     for secret in ("hunter2", "abc123", "xyz789", "pw999"):
         assert secret not in text
-    assert params["generate.backend.base_url"] == "https://me:***@llm.example/v1?api_key=***&x=1"
+    # the config itself drops URL credentials on validation; the tracker would mask any that came through
+    assert params["generate.backend.base_url"] == "https://llm.example/v1?x=1"
+    assert tracking.redact("https://me:hunter2@h/v1?api_key=abc123") == "https://me:***@h/v1?api_key=***"
     assert params["generate.backend.extra_body.top_k"] == "5"
     assert params["generate.backend.api_key_env"] == "OPENAI_API_KEY"  # a variable's name, not a secret
     assert params["generate.sampling.max_tokens"] == "48"  # 'tokens' is no secret

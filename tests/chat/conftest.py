@@ -32,7 +32,7 @@ def tiny_store(tmp_path_factory, small_files, embed_cache) -> Path:
     from activesynth.agent.llm.cache import CachedBackend, LLMCache
     from activesynth.agent.loop import run_loop
     from activesynth.agent.runs import Run
-    from tests.agent.fakes import EchoBackend
+    from tests.fakes import EchoBackend
 
     root = tmp_path_factory.mktemp("store")
     cfg = RunConfig.model_validate(tiny_config(small_files, embed_cache))

@@ -13,9 +13,9 @@ from langchain_core.language_models import BaseChatModel  # noqa: E402
 from langchain_core.messages import AIMessage, ToolMessage  # noqa: E402
 from langchain_core.outputs import ChatGeneration, ChatResult  # noqa: E402
 
-from activesynth.agent.chat import is_approved, should_pause, should_stop  # noqa: E402
 from activesynth.agent.chat.manager import RunManager  # noqa: E402
 from activesynth.agent.chat.session import SYSTEM_PROMPT, ChatSession, model_from_env  # noqa: E402
+from activesynth.agent.control import is_approved, should_pause, should_stop  # noqa: E402
 from activesynth.agent.runs import Run  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def test_tools_run_with_the_right_arguments(store_copy):
     s.handle("approve round 1 of tiny")
     assert is_approved(run, 1) is True
     assert "next round uses" in s.handle("set the budget to 40")
-    assert run.get_state("control.overrides") == {"loop": {"budget": 40}}
+    assert run.get_state("control.overrides") == {"loop.budget": 40}
     assert "tiny" in s.handle("what runs are there?")
     assert [c[0] for c in model.calls] == ["pause_run", "approve_batch", "set_config", "list_runs"]
     assert "stop_run" in model.seen_tools and "start_run" in model.seen_tools

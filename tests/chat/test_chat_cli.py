@@ -1,21 +1,13 @@
-"""``activesynth chat`` and ``activesynth serve`` through ``register(app)``."""
+"""``activesynth chat`` and ``activesynth serve`` through the real app."""
 
 from __future__ import annotations
 
-import typer
 from typer.testing import CliRunner
 
-from activesynth.agent.cli_chat import register
+from activesynth.agent.cli import app
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """test app"""
-
-    register(app)
+def _app():
     return app
 
 

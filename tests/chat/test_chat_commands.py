@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from activesynth.agent.chat import control, is_approved, should_pause, should_stop
-from activesynth.agent.chat.manager import RunManager, is_busy
+from activesynth.agent import control
+from activesynth.agent.chat.manager import RunManager
 from activesynth.agent.chat.session import NO_MODEL, ChatSession
 from activesynth.agent.chat.store import RunStore, StoreError
+from activesynth.agent.control import is_approved, should_pause, should_stop
 from activesynth.agent.runs import Run
 from tests.chat.conftest import INJECTION
 
@@ -71,10 +72,10 @@ def test_set_config_is_validated(store_copy):
     out = s.handle("/set loop.budget=50 loop.rounds=3 --run tiny")
     assert "next round uses" in out
     assert control.apply_overrides(run).loop.budget == 50
-    assert run.get_state("control.overrides") == {"loop": {"budget": 50, "rounds": 3}}
+    assert run.get_state("control.overrides") == {"loop.budget": 50, "loop.rounds": 3}
     assert s.handle("/set loop.budget=-1").startswith("error: loop.budget")
     assert s.handle("/set loop.nonsense=1").startswith("error: loop.nonsense")
-    assert run.get_state("control.overrides") == {"loop": {"budget": 50, "rounds": 3}}
+    assert run.get_state("control.overrides") == {"loop.budget": 50, "loop.rounds": 3}
 
 
 def test_edit_prompt_saves_a_version_and_selects_it(store_copy):
@@ -123,7 +124,7 @@ def test_start_runs_in_background_and_stops(store_copy):
     mgr.wait(store_copy / "st", 120)
     state = Run.open(store_copy / "st").record()["state"]
     assert state in ("stopped", "done")
-    assert not is_busy(store_copy / "st")
+    assert not Run.is_busy(store_copy / "st")
 
 
 def test_worker_process(store_copy):
@@ -141,7 +142,7 @@ def test_worker_process(store_copy):
         time.sleep(0.2)
     if run.record()["state"] == "paused":
         assert s.box.manager.kill(run.path)
-        assert run.record()["state"] == "stopped" and not is_busy(run.path)
+        assert run.record()["state"] == "stopped" and not Run.is_busy(run.path)
         assert "started (pid" in s.handle("/resume proc")
     s.box.manager.wait(run.path, 120)
     log = (store_copy / "proc" / "worker.log").read_text()[-2000:]
@@ -164,7 +165,7 @@ def test_pause_holds_the_worker_until_resumed(store_copy, small_files, embed_cac
     deadline = time.time() + 30
     while run.record()["state"] != "paused" and time.time() < deadline:
         time.sleep(0.1)
-    assert run.record()["state"] == "paused" and is_busy(run.path)
+    assert run.record()["state"] == "paused" and Run.is_busy(run.path)
     assert "resumed" in s.handle("/resume pz")
     s.box.manager.wait(run.path, 60)
     assert run.record()["state"] == "done"

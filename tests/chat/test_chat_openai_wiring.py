@@ -76,8 +76,8 @@ def test_chat_openai_agent_calls_a_tool(tiny_store, monkeypatch):
 
 def test_chat_modules_import_no_heavy_library():
     code = (
-        "import sys, agent.chat, agent.chat.session, agent.chat.tools, agent.chat.manager, agent.web.server, "
-        "activesynth.agent.cli_chat\n"
+        "import sys, activesynth.agent.chat.session, activesynth.agent.chat.tools, "
+        "activesynth.agent.chat.manager, activesynth.agent.web.server, activesynth.agent.cli.chat\n"
         "heavy = [m for m in ('torch', 'langchain', 'langchain_core', 'openai', 'playwright', 'gradio') "
         "if m in sys.modules]\n"
         "print(','.join(heavy))"

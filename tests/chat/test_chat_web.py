@@ -63,12 +63,15 @@ def test_api(tiny_store):
         code, body = _get(base + "/api/samples?id=tiny&kind=rejected&token=t0k")
         assert code == 200 and json.loads(body)["samples"][0]["reasons"]
         req = urllib.request.Request(
-            base + "/api/chat", data=json.dumps({"text": "/status tiny"}).encode(), headers={"X-Token": "t0k"}
+            base + "/api/chat",
+            data=json.dumps({"text": "/status tiny"}).encode(),
+            headers={"X-Activesynth-Token": "t0k", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             assert json.loads(r.read())["reply"].startswith("run tiny: done")
         code, body = _get(base + "/")
         assert code == 200 and b'<script src="/app.js">' in body  # the page itself needs no token
+        assert b"t0k" not in body  # and never carries the user's token
     finally:
         server.shutdown()
         server.server_close()
@@ -77,7 +80,7 @@ def test_api(tiny_store):
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
 def test_browser_end_to_end(store_copy):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    from tests.agent.fakes import EchoBackend
+    from tests.fakes import EchoBackend
 
     server, base = _serve(store_copy, backend=EchoBackend())  # scripted generator: a real round, fast
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

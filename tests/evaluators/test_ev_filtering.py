@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from activesynth.agent.cli_filter import register
-from activesynth.agent.filtering import FilterInputError, filter_run, load_candidates, read_jsonl, round_dir
+from activesynth.agent.cli import app
+from activesynth.agent.filtering import FilterInputError, filter_run, load_candidates
+from activesynth.agent.runs import Run, read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +84,8 @@ def run_dir(tmp_path_factory, shot_data, banking_dev, embedder, shot_labels):
 
 
 def test_filter_run_writes_contract_files(run_dir):
-    result = filter_run(run_dir, 1)
-    rdir = round_dir(run_dir, 1)
+    result = filter_run(Run.open(run_dir), 1)
+    rdir = Run.open(run_dir).round_dir(1)
     decisions = [obj for _, obj in read_jsonl(rdir / "decisions.jsonl")]
     accepted = [obj for _, obj in read_jsonl(rdir / "accepted.jsonl")]
     report = json.loads((rdir / "filter_report.json").read_text())
@@ -120,22 +120,15 @@ def test_filter_run_writes_contract_files(run_dir):
 
 
 def test_cli_rethresholds_without_llm(run_dir):
-    app = typer.Typer()
-    register(app)
-
-    @app.command("noop")
-    def noop() -> None:  # a second command keeps typer in multi-command mode
-        pass
-
     res = CliRunner().invoke(
         app, ["filter", "--run", str(run_dir), "--round", "1", "--rouge-max", "1.0", "--no-metrics"]
     )
     assert res.exit_code == 0, res.output
     assert "near_duplicate" in res.output or "novel" in res.output
-    accepted = [obj["id"] for _, obj in read_jsonl(round_dir(run_dir, 1) / "accepted.jsonl")]
+    accepted = [obj["id"] for _, obj in read_jsonl(Run.open(run_dir).round_dir(1) / "accepted.jsonl")]
     # with ROUGE-L off, the in-batch copy is still caught by the embedding dedup; the real-text copy too
     assert "cand001" not in accepted and "cand000" in accepted
-    report = json.loads((round_dir(run_dir, 1) / "filter_report.json").read_text())
+    report = json.loads((Run.open(run_dir).round_dir(1) / "filter_report.json").read_text())
     assert report["config"]["rouge_l"]["max_f"] == 1.0
     res = CliRunner().invoke(app, ["filter", "--run", str(run_dir), "--rouge-max", "2"])
     assert res.exit_code == 2 and "rouge_l.max_f" in res.output
@@ -156,23 +149,22 @@ def test_bad_input_one_line_errors(tmp_path, run_dir):
     with pytest.raises(FilterInputError, match=r":1: expected a JSON object"):
         load_candidates(bad)
 
-    app = typer.Typer()
-    register(app)
-    app.command("noop")(lambda: None)
     res = CliRunner().invoke(app, ["filter", "--run", str(tmp_path / "nope")])
     assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "run folder not found" in res.output
     (tmp_path / "r" / "round-03").mkdir(parents=True)
     res = CliRunner().invoke(app, ["filter", "--run", str(tmp_path / "r"), "--round", "3"])
+    assert res.exit_code == 2 and "not a run folder" in res.output
+    res = CliRunner().invoke(app, ["filter", "--run", str(run_dir), "--round", "3"])
     assert res.exit_code == 2 and "round-03/candidates.jsonl: file not found" in res.output
 
 
 def test_later_round_sees_earlier_accepted_and_dry_run(run_dir):
     import shutil
 
-    filter_run(run_dir, 1, metrics=False)
-    r2 = round_dir(run_dir, 2)
+    filter_run(Run.open(run_dir), 1, metrics=False)
+    r2 = Run.open(run_dir).round_dir(2)
     r2.mkdir(exist_ok=True)
-    shutil.copytree(round_dir(run_dir, 1) / "model", r2 / "model", dirs_exist_ok=True)
+    shutil.copytree(Run.open(run_dir).round_dir(1) / "model", r2 / "model", dirs_exist_ok=True)
     write_jsonl(
         r2 / "candidates.jsonl",
         [
@@ -182,7 +174,7 @@ def test_later_round_sees_earlier_accepted_and_dry_run(run_dir):
             ),
         ],
     )
-    result = filter_run(run_dir, write=False, metrics=False)  # latest round with candidates: 2
+    result = filter_run(Run.open(run_dir), write=False, metrics=False)  # latest round with candidates: 2
     assert result.report["round"] == 2 and result.directory is None
     assert not (r2 / "decisions.jsonl").exists()
     first = result.outcome.results[0]

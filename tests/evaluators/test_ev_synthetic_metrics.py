@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from activesynth.evaluators.synthetic_metrics import (
+from activesynth.evaluators.metrics.synthetic import (
     accepted_set_metrics,
     collapse_warning,
     distinct_n,

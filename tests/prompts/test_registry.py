@@ -96,6 +96,21 @@ def test_bad_files_are_rejected(tmp_path):
         load_template(bad_stop)
 
 
+def test_errors_are_one_line_and_globals_are_not_variables(tmp_path):
+    bad = tmp_path / "d.jinja2"
+    bad.write_text("{#- ---\nmode: completion\n--- -#}\nfine\n{% for x in examples %}{{ x }\n")
+    with pytest.raises(TemplateError, match=r"line 5: unexpected") as err:
+        load_template(bad)
+    assert "\n" not in str(err.value)
+    ok = tmp_path / "e.jinja2"
+    ok.write_text(
+        "{#- ---\nmode: completion\n--- -#}\n{% for i in range(n) %}{{ examples[i] }}\n{% endfor %}"
+    )
+    t = load_template(ok)
+    assert t.variables == ("examples", "n")  # range is the sandbox's (capped), not a variable to pass
+    assert t.render(examples=["a", "b"], n=2).prompt == "a\nb\n"
+
+
 def test_completion_templates_say_where_their_output_ends():
     # a list ends at a blank line (the parser stops there too); a rewrite before the next "Original:"
     assert get_template("self_instruct_list").stop == ("\n\n",)
@@ -136,7 +151,8 @@ def test_generation_modules_import_no_heavy_library():
     import sys
 
     code = (
-        "import sys, prompts, agent.llm, agent.planner, agent.synthesize, agent.cli_generate\n"
+        "import sys, activesynth.prompts, activesynth.agent.llm, activesynth.agent.planner, "
+        "activesynth.agent.synthesize, activesynth.agent.cli.generate\n"
         "heavy = [m for m in ('torch', 'transformers', 'openai', 'vllm', 'llama_cpp') if m in sys.modules]\n"
         "print(','.join(heavy))"
     )

@@ -23,14 +23,17 @@ class FaultServer:
 
     Each POST consumes the next behaviour (``ok`` once the script is empty): ``ok``, ``empty``, ``429``,
     ``500``, ``401``, ``timeout`` (answers after ``delay`` seconds), ``drop`` (closes the connection without
-    an answer) or ``malformed`` (HTTP 200 with a body that is not JSON).
+    an answer) or ``malformed`` (HTTP 200 with a body that is not JSON). GETs (the ``/models`` listing)
+    consume ``get_script`` the same way (``ok``, ``500``, ``drop``) and are recorded in ``gets``.
     """
 
-    def __init__(self, script=(), key: str | None = None, delay: float = 2.0) -> None:
+    def __init__(self, script=(), key: str | None = None, delay: float = 2.0, get_script=()) -> None:
         self.script = list(script)
+        self.get_script = list(get_script)
         self.key = key
         self.delay = delay
         self.requests: list[dict] = []
+        self.gets: list[dict] = []
         self.lock = threading.Lock()
         server = self
 
@@ -61,9 +64,23 @@ class FaultServer:
                 )
                 return False
 
+            def _drop(self) -> None:
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+
             def do_GET(self):
+                with server.lock:
+                    action = server.get_script.pop(0) if server.get_script else "ok"
+                    server.gets.append(
+                        {"path": self.path, "action": action, "auth": self.headers.get("Authorization")}
+                    )
                 if not self._authorized():
                     return
+                if action == "drop":
+                    return self._drop()
+                if action == "500":
+                    return self._send(500, b'{"error": {"message": "boom"}}', {"retry-after-ms": "20"})
                 self._send(
                     200,
                     json.dumps(
@@ -94,10 +111,7 @@ class FaultServer:
                 if action == "401":
                     return self._send(401, b'{"error": {"message": "bad key"}}')
                 if action == "drop":
-                    self.close_connection = True
-                    with contextlib.suppress(OSError):
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                    return
+                    return self._drop()
                 if action == "malformed":
                     return self._send(200, b'{"id": "x", "choices": [ {"text": "unterminated')
                 if action == "timeout":
@@ -270,9 +284,10 @@ def write_run(root: Path, with_classifier: bool = False):
     (rd / "uncertainty_report.json").write_text(json.dumps(report))
     if with_classifier:
         from activesynth.agent.classifier import build_classifier
+        from activesynth.agent.loader import load_dataset, load_embedder
 
-        ds = run.load_dataset()
-        clf = build_classifier(run.config.classifier, run.embedder())
+        ds = load_dataset(run)
+        clf = build_classifier(run.config.classifier, load_embedder(run.config.embed))
         clf.fit(ds.train.texts, ds.train.labels)
         clf.save(rd / "model")
     return run

@@ -5,30 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from activesynth.agent.cli_generate import register
+from activesynth.agent.cli import app
 
 SECRET = "sk-cli-secret-42424242"
 
 
 @pytest.fixture
 def cli():
-    app = typer.Typer()
-
-    @app.callback()
-    def main():
-        """Test app."""
-
-    register(app)
     runner = CliRunner()
     return lambda *args, **kw: runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"}, **kw)
 
 
 def test_dry_run_prints_plan_and_prompts_without_a_model(cli, gen_run):
     run = gen_run()
-    out = cli("generate", "--run", run.path, "--dry-run", "--budget", "12", "--show", "2")
+    out = cli("generate", "--run", run.path, "--dry-run", "--texts", "12", "--show", "2")
     assert out.exit_code == 0, out.output
     assert "Generation plan" in out.output and "dry run: no model was called" in out.output
     assert "1." in out.output and "card" in out.output
@@ -61,7 +53,7 @@ def test_generate_with_openai_backend_then_rerun_from_cache(cli, gen_run, fault_
             srv.url,
             "--api-key-env",
             "TEST_LLM_KEY",
-            "--budget",
+            "--texts",
             "10",
             "--style",
             "completion",
@@ -82,6 +74,9 @@ def test_generate_with_openai_backend_then_rerun_from_cache(cli, gen_run, fault_
     assert {f"{k}.jinja2" for k in rec["templates"]} == kept
     usage = json.loads((run.path / "usage.json").read_text())
     assert usage["totals"]["cache_hits"] > 0 and usage["totals"]["calls"] > 0
+    # the two transport retries (429, dropped link) are counted: usage.json matches what the server saw
+    assert usage["totals"]["requests"] == posts == usage["totals"]["calls"] + 2
+    assert usage["totals"]["transport_retries"] == 2
     for f in run.path.rglob("*"):
         if f.is_file():
             assert SECRET.encode() not in f.read_bytes(), f
@@ -104,12 +99,38 @@ def test_wrong_key_is_one_line_before_any_work(cli, gen_run, fault_server, monke
             srv.url,
             "--api-key-env",
             "TEST_LLM_KEY",
-            "--budget",
+            "--texts",
             "4",
         )
         assert out.exit_code == 2
         assert "authentication failed" in out.output and srv.posts == 0
         assert "Traceback" not in out.output
+    assert not (run.round_dir(1) / "candidates.jsonl").exists()
+
+
+def test_unset_api_key_env_is_one_line_before_any_request(cli, gen_run, fault_server, monkeypatch):
+    """--api-key-env naming an unset variable on loopback used to send a placeholder key and go on."""
+    run = gen_run()
+    monkeypatch.delenv("UNSET_LLM_KEY", raising=False)
+    with fault_server() as srv:
+        out = cli(
+            "generate",
+            "--run",
+            run.path,
+            "--backend",
+            "openai",
+            "--model",
+            "fake-model",
+            "--base-url",
+            srv.url,
+            "--api-key-env",
+            "UNSET_LLM_KEY",
+            "--texts",
+            "4",
+        )
+        assert out.exit_code == 2, out.output
+        assert "UNSET_LLM_KEY" in out.output and "Traceback" not in out.output
+        assert srv.posts == 0 and srv.gets == []
     assert not (run.round_dir(1) / "candidates.jsonl").exists()
 
 
@@ -150,7 +171,7 @@ def test_prompts_compare_on_a_real_server(cli, gen_run, llama_server, tmp_path):
         "smollm2",
         "--base-url",
         llama_server,
-        "--budget",
+        "--texts",
         "8",
         "--max-tokens",
         "16",
@@ -164,8 +185,8 @@ def test_prompts_compare_on_a_real_server(cli, gen_run, llama_server, tmp_path):
         assert v["samples"] > 0 and v["completion_tokens"] > 0
         assert 0 <= v["acceptance_rate"] <= 1 and isinstance(v["drop_reasons"], dict)
         assert v["label_fidelity"] is None or 0 <= v["label_fidelity"] <= 1
-        assert "dev_macro_f1" in v
-    assert summary["dev_macro_f1_without_synthetic"] is not None
+        assert "selection_macro_f1" in v
+    assert summary["selection_macro_f1_without_synthetic"] is not None
     # both versions are kept in the run
     kept = {p.name for p in (run.path / "prompts").iterdir()}
     assert {f"{a['template']}.jinja2", f"{b['template']}.jinja2"} <= kept

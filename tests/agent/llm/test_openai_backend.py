@@ -143,6 +143,99 @@ def test_missing_key_for_a_remote_server_is_a_one_line_error(monkeypatch):
         )
 
 
+def test_named_key_variable_that_is_unset_fails_before_any_work(fault_server, monkeypatch):
+    """--api-key-env X on loopback with X unset: one line, no request (it used to send a placeholder)."""
+    monkeypatch.delenv("UNSET_LLM_KEY", raising=False)
+    with fault_server() as srv:
+        with pytest.raises(BackendError) as err:
+            backend(srv.url, api_key_env="UNSET_LLM_KEY").generate([completion()])
+        assert "UNSET_LLM_KEY" in str(err.value) and "\n" not in str(err.value)
+        assert srv.posts == 0 and srv.gets == []
+
+
+def test_default_key_variable_unset_on_loopback_says_no_key_is_sent(fault_server, monkeypatch, caplog):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    caplog.set_level(logging.WARNING, logger="activesynth.agent.llm.openai")
+    with fault_server() as srv:
+        be = backend(srv.url)
+        backend(srv.url)  # said once per server, not per backend
+        [res] = be.generate([completion()])
+        assert res.ok
+        told = [r.getMessage() for r in caplog.records if "no API key is sent" in r.getMessage()]
+        assert len(told) == 1 and "OPENAI_API_KEY" in told[0] and "'no-key'" in told[0]
+        # what goes over the wire is that obvious non-secret, nothing that looks like a key
+        assert {r["auth"] for r in srv.requests} == {"Bearer no-key"}
+
+
+def test_models_preflight_is_retried(fault_server):
+    """One dropped connection on GET /models must not abort generate (dropped links are retried)."""
+    with fault_server(get_script=["drop"]) as srv:
+        [res] = backend(srv.url).generate([completion()])
+        assert res.ok
+        assert [g["action"] for g in srv.gets] == ["drop", "ok"]
+    with fault_server(get_script=["drop"] * 3) as srv:  # retries exhausted: still one clear line
+        with pytest.raises(BackendError, match="cannot reach"):
+            backend(srv.url, max_retries=2).check()
+        assert len(srv.gets) == 3 and srv.posts == 0
+
+
+def test_usage_counts_transport_retries_apart_from_calls(fault_server, tmp_path):
+    """usage.json adds up: requests the server saw == calls + transport retries."""
+    # r1: 429, drop (SDK retries), then an empty answer (our retry) -> 500 (SDK retry) -> ok; r2, r3: ok
+    with fault_server(["429", "drop", "empty", "500"]) as srv:
+        meter = UsageMeter()
+        cached = CachedBackend(backend(srv.url, max_concurrency=1), LLMCache(tmp_path / "c.sqlite"), meter)
+        out = cached.generate([completion("r1"), completion("r2"), completion("r3")])
+        assert all(r.ok for r in out)
+        saved = meter.save(tmp_path / "usage.json")
+        t = saved["totals"]
+        assert srv.posts == 7
+        assert t["requests"] == srv.posts and t["calls"] == 4
+        assert t["transport_retries"] == 3 and t["calls"] + t["transport_retries"] == t["requests"]
+        assert t["output_retries"] == 1 and t["failures"] == 0
+        # a round's file accumulates and the run's merge keeps the new counters
+        meter.accumulate(tmp_path / "round-01" / "usage.json")
+        again = meter.accumulate(tmp_path / "round-01" / "usage.json")
+        assert again["totals"]["requests"] == 14 and again["totals"]["transport_retries"] == 6
+        merged = UsageMeter.merge_files([tmp_path / "round-01" / "usage.json"], tmp_path / "run-usage.json")
+        assert merged["totals"]["requests"] == 14 and merged["totals"]["calls"] == 8
+
+
+def test_usage_files_saved_before_requests_were_counted_still_add_up(tmp_path):
+    import json
+
+    old = {"currency": "USD", "rows": [{"stage": "generate", "model": "m", "calls": 5, "failures": 1}]}
+    (tmp_path / "usage.json").write_text(json.dumps(old))
+    meter = UsageMeter()
+    meter.record("generate", "m", calls=2, requests=3)
+    t = meter.accumulate(tmp_path / "usage.json")["totals"]
+    assert (t["calls"], t["requests"], t["transport_retries"], t["failures"]) == (7, 8, 1, 1)
+    merged = UsageMeter.merge_files([tmp_path / "usage.json", tmp_path / "usage.json"], tmp_path / "m.json")
+    assert merged["totals"]["requests"] == 16
+
+
+def test_retried_empty_answers_leave_a_warning_with_counts(fault_server, caplog):
+    caplog.set_level(logging.WARNING, logger="activesynth.agent.llm.openai")
+    # "lost": empty three times (1 + output_retries=2); "back": empty once, then an answer
+    with fault_server(["empty"] * 4) as srv:
+        out = backend(srv.url, max_concurrency=1).generate([completion("lost"), completion("back")])
+        by_id = {r.request_id: r for r in out}
+        assert not by_id["lost"].ok and by_id["lost"].error == "empty output" and by_id["back"].ok
+    [warning] = [r.getMessage() for r in caplog.records if "empty answers" in r.getMessage()]
+    assert "4 empty answers (2 samples) from 2 requests" in warning
+    assert "1 samples recovered" in warning and "1 still empty after 2 extra tries" in warning
+
+
+def test_context_size_is_unknown_unless_configured(fault_server, tmp_path):
+    with fault_server() as srv:
+        be = backend(srv.url)
+        assert be.context_size is None and be.count_tokens("hello") is None
+        sized = CachedBackend(backend(srv.url, context_size=8192), LLMCache(tmp_path / "c.sqlite"))
+        assert sized.context_size == 8192 and sized.count_request_tokens(completion()) is None
+    with pytest.raises(ValueError):
+        OpenAIConfig(model="m", context_size=0)
+
+
 def test_unreachable_server_is_a_one_line_error():
     import socket
 
@@ -202,6 +295,8 @@ def test_real_llama_cpp_server(llama_server, tmp_path):
     assert all(r.ok and r.text for r in first) and len(first) == 3
     totals = meter.summary()["totals"]
     assert totals["completion_tokens"] > 0 and totals["prompt_tokens"] > 0 and totals["cache_hits"] == 0
+    # every HTTP request is counted by the client's hook: a healthy server needs no transport retry
+    assert totals["requests"] == totals["calls"] >= 2 and totals["transport_retries"] == 0
     calls = totals["calls"]
     second = cached.generate(reqs)
     assert [r.text for r in second] == [r.text for r in first] and all(r.cached for r in second)

@@ -1,5 +1,5 @@
-"""Typed, strict configuration (pydantic v2, ``extra="forbid"``). Secrets never live here: they come from the
-environment at the point of use."""
+"""A run's configuration (``config.yaml``): data, embeddings, classifier, uncertainty, report, loop,
+generation, filters, tracking. Secrets never live here: they come from the environment at the point of use."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from activesynth.agent.synthesize import GenerateConfig
-from activesynth.evaluators.config import FilterConfig
+from activesynth.agent.config.base import ConfigError, PublicUrl, StrictModel, describe
+from activesynth.agent.config.filters import FilterConfig
+from activesynth.agent.config.generate import GenerateConfig
 
 __all__ = [
     "ClassifierConfig",
@@ -19,17 +20,10 @@ __all__ = [
     "LoopConfig",
     "ReportConfig",
     "RunConfig",
-    "StrictModel",
     "TrackingConfig",
     "UncertaintyConfig",
     "load_config",
 ]
-
-
-class StrictModel(BaseModel):
-    """Base for every config: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(StrictModel):
@@ -53,7 +47,11 @@ class DataConfig(StrictModel):
     )
     pii_scrub: bool = Field(True, description="Scrub emails, phones, cards, IBANs and URLs from real texts.")
     selection_fraction: float = Field(
-        0.0, ge=0, lt=1, description="Share of dev kept apart (stratified) as the model-selection split."
+        0.5,
+        ge=0,
+        lt=1,
+        description="Share of dev kept apart (stratified) as the model-selection split: synthetic weights "
+        "and rollbacks are chosen there, never on the dev texts that prompts see (0 chooses on dev).",
     )
 
     @model_validator(mode="after")
@@ -181,7 +179,7 @@ class TrackingConfig(StrictModel):
     """Optional experiment tracking (MLflow; needs ``pip install 'active-synthesis[mlflow]'``)."""
 
     mlflow: bool = Field(False, description="Log params, per-round metrics and artifacts to MLflow.")
-    tracking_uri: str | None = Field(
+    tracking_uri: PublicUrl | None = Field(
         None,
         description="MLflow tracking URI; None: sqlite:///<folder holding the run>/mlflow.db "
         "(for a --compare arm, the comparison folder).",
@@ -217,6 +215,20 @@ class RunConfig(StrictModel):
 
 
 def load_config(path: Path) -> RunConfig:
-    """Read and validate a YAML run config."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return RunConfig.model_validate(data)
+    """Read and validate a YAML run config; any problem is a :class:`ConfigError` of one line."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        raise ConfigError(f"{path}: empty config (it needs at least a data: section)")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of sections (data:, loop:, ...), got a {type(data).__name__}"
+        )
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {describe(e)}") from None

@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 
+from activesynth.agent.cli import common as c
+from activesynth.agent.cli.app import app
+
 RootOpt = Annotated[Path, typer.Option("--root", help="Run store: the folder holding the run folders.")]
 
 
-def register(app: typer.Typer) -> None:
-    app.command("chat")(chat_cmd)
-    app.command("serve")(serve_cmd)
-
-
+@app.command("chat")
 def chat_cmd(root: RootOpt = Path("runs")) -> None:
     """Talk to your runs in the terminal: slash commands (/help), or words with a configured chat model."""
     import threading
@@ -71,6 +70,7 @@ def chat_cmd(root: RootOpt = Path("runs")) -> None:
         session.box.manager.shutdown()  # runs started here stop (resumable with /resume)
 
 
+@app.command("serve")
 def serve_cmd(
     root: RootOpt = Path("runs"),
     host: Annotated[
@@ -88,8 +88,7 @@ def serve_cmd(
     try:
         server = make_server(root, host, port, token)
     except (ServeError, OSError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        c.fail(str(e))
     shown = f"http://{host}:{server.server_address[1]}/" + ("?token=<your token>" if token else "")
     typer.echo(f"Active Synthesis dashboard on {shown} (Ctrl-C to stop)")
     try:

@@ -112,7 +112,7 @@ def robustness_metrics(
     attack_texts: int = 100,
 ) -> dict:
     """Accuracy and macro-F1 on each perturbed copy, and the attack success rate."""
-    from activesynth.evaluators.classification import classification_metrics
+    from activesynth.evaluators.metrics.classification import classification_metrics
 
     out: dict = {}
     for kind in Perturb.KINDS:

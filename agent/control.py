@@ -1,8 +1,10 @@
-"""Run control flags kept in a run's ``state.sqlite`` (key/value state): stop, pause, batch approvals and
-config overrides for the next round. The loop polls these; the chat and the web page set them.
+"""Run control: the messages that steer a run while another process works on it (stop, pause, batch
+approvals, changes for the next round). They live in the run's ``state.sqlite`` (key/value state, one SQLite
+transaction each), which is the only thing a controller writes into a busy run: the worker that holds the
+run's lock polls them between stages and applies them. The chat, the web page and the CLI are faces on top.
 
 Keys: ``control.stop`` (``{"reason", "ts"}`` or null), ``control.pause`` (bool), ``control.approvals``
-(``{"NN": {"approved", "note", "ts"}}``), ``control.overrides`` (a nested dict merged into the config).
+(``{"NN": {"approved", "note", "ts"}}``), ``control.overrides`` (dotted settings, ``{"loop.budget": 50}``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime as _dt
 import time
 from typing import Any
 
+from activesynth.agent.config import RunConfig, override
 from activesynth.agent.runs import Run
 
 __all__ = [
@@ -19,7 +22,7 @@ __all__ = [
     "approvals",
     "clear_stop",
     "is_approved",
-    "merge",
+    "pending_overrides",
     "request_pause",
     "request_resume",
     "request_stop",
@@ -32,7 +35,7 @@ __all__ = [
 
 
 class StopRequested(RuntimeError):
-    """Raised by the background worker's progress hook when a stop was requested."""
+    """Raised by a worker's progress hook when a stop was requested."""
 
 
 def _now() -> str:
@@ -97,31 +100,22 @@ def is_approved(run: Run, round_: int) -> bool | None:
     return None if entry is None else bool(entry["approved"])
 
 
-def merge(base: dict, update: dict) -> dict:
-    """Nested dict merge (``update`` wins); returns a new dict."""
-    out = dict(base)
-    for k, v in update.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def pending_overrides(run: Run) -> dict[str, Any]:
+    """Dotted settings waiting for the next round (``{"loop.budget": 50}``)."""
+    return dict(run.get_state("control.overrides", {}) or {})
 
 
-def set_overrides(run: Run, update: dict[str, Any]) -> dict:
-    """Validate ``update`` (e.g. ``{"loop": {"budget": 50}}``) against the strict config merged with the
-    pending overrides, then store it; raises ``pydantic.ValidationError`` on a bad key or value."""
-    from activesynth.agent.config import RunConfig
-
-    pending = merge(run.get_state("control.overrides", {}) or {}, update)
-    RunConfig.model_validate(merge(run.config.model_dump(mode="json"), pending))
+def set_overrides(run: Run, changes: dict[str, Any]) -> dict[str, Any]:
+    """Check dotted ``changes`` against the strict config with the pending ones, then queue them for the next
+    round; raises :class:`~activesynth.agent.config.ConfigError` (one line) on a bad key or value."""
+    pending = {**pending_overrides(run), **changes}
+    override(run.config, pending)
     run.set_state("control.overrides", pending)
     run.log_event("control", f"config for the next round: {pending}")
     return pending
 
 
-def apply_overrides(run: Run):
-    """``run.config`` with the pending overrides applied (a new, validated RunConfig)."""
-    from activesynth.agent.config import RunConfig
-
-    pending = run.get_state("control.overrides", {}) or {}
-    if not pending:
-        return run.config
-    return RunConfig.model_validate(merge(run.config.model_dump(mode="json"), pending))
+def apply_overrides(run: Run) -> RunConfig:
+    """``run.config`` with the pending changes applied (a new, validated config)."""
+    pending = pending_overrides(run)
+    return override(run.config, pending) if pending else run.config

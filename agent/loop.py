@@ -29,7 +29,7 @@ from activesynth.agent.report import build_report, write_report
 from activesynth.agent.runs import Round, Run
 from activesynth.agent.synthesize import generate_round
 from activesynth.agent.tracking import start_tracking
-from activesynth.agent.training import evaluate, select_weight
+from activesynth.agent.training import drop_probability, evaluate, select_weight
 from activesynth.evaluators.chain import FilterChain
 
 __all__ = ["acceptance_rate", "ask_for", "check_config", "report_round", "run_loop"]
@@ -253,7 +253,7 @@ def _round(run: Run, n: int, ds: Dataset, embedder, state: _State, backend, trac
     say(f"round {n}: retraining with {len(state.kept) + len(new)} synthetic texts (choosing the weight)")
     weight, sel_f1, clf, table = select_weight(run.config, ds, embedder, state.kept + new)
     seconds["train"] = time.perf_counter() - t
-    rolled_back = _keep_or_roll_back(run, n, new, weight, sel_f1, clf, state, say)
+    rolled_back = _keep_or_roll_back(run, n, ds, new, (weight, sel_f1, clf), state, say)
     t = time.perf_counter()
     after = evaluate(state.classifier, ds, embedder, False)
     seconds["evaluate"] = time.perf_counter() - t
@@ -278,13 +278,18 @@ def _round(run: Run, n: int, ds: Dataset, embedder, state: _State, backend, trac
 
 
 def _keep_or_roll_back(
-    run: Run, n: int, new: list[dict], weight, sel_f1, clf, state: _State, say: Say
+    run: Run, n: int, ds: Dataset, new: list[dict], choice, state: _State, say: Say
 ) -> bool:
-    """Keep the retrained classifier, or roll the round back when selection macro-F1 fell; True if rolled
-    back. Updates the plateau counter and writes ``used.json``."""
+    """Keep the retrained classifier, or roll the round back when its selection macro-F1 fell (with the
+    configured confidence); True if rolled back. Updates the plateau counter and writes ``used.json``."""
+    weight, sel_f1, clf = choice
     lc = run.config.loop
     best = state.best_selection
     rolled_back = bool(lc.rollback and best is not None and sel_f1 < best)
+    if rolled_back and lc.rollback_confidence is not None:
+        worse = drop_probability(state.classifier, clf, ds, seed=run.config.seed + n)
+        rolled_back = worse >= lc.rollback_confidence
+        say(f"round {n}: selection macro-F1 {sel_f1:.4f} vs {best:.4f}; worse in {worse:.0%} of resamples")
     if rolled_back:
         say(f"round {n}: selection macro-F1 fell ({sel_f1:.4f} < {best:.4f}); rolled back")
         for r in new:
@@ -292,13 +297,12 @@ def _keep_or_roll_back(
     else:
         state.kept += new
         state.classifier, state.weight = clf, weight
-    run.round(n).write_json(
-        Round.USED, {"used": [r["id"] for r in new], "rolled_back": rolled_back, "weight": weight}
-    )
+    used = {"used": [r["id"] for r in new], "rolled_back": rolled_back, "weight": weight}
+    run.round(n).write_json(Round.USED, used)
     gain = sel_f1 - (best if best is not None else sel_f1)
     state.stale = 0 if not rolled_back and (best is None or gain > lc.min_delta) else state.stale + 1
     if not rolled_back:
-        state.best_selection = max(best or sel_f1, sel_f1)
+        state.best_selection = sel_f1 if best is None or sel_f1 > best else best
     return rolled_back
 
 

@@ -499,3 +499,5 @@ def _record_in_run(run: Run, n: int, result: SynthesisResult) -> None:
         f"({r['cache_hits']} cached, {r['failures']} failed)",
         n,
     )
+    if r.get("warning"):
+        run.log_event("warning", r["warning"], n)  # the chat's /status and the page show it

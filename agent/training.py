@@ -18,6 +18,7 @@ from activesynth.agent.datasets import Dataset
 
 __all__ = [
     "cap_synthetic",
+    "drop_probability",
     "evaluate",
     "fit_with_synthetic",
     "select_weight",
@@ -127,3 +128,18 @@ def evaluate(
         out["robustness"] = robustness_metrics(proba_fn, r_texts, r_labels, clf.classes_, seed, attack_texts)
         out["robustness"]["n_texts"] = len(r_texts)
     return out
+
+
+def drop_probability(old, new, ds: Dataset, seed: int = 0, n_boot: int = 400) -> float:
+    """How sure we are that ``new`` is worse than ``old`` on the selection split: the share of paired
+    bootstrap resamples of the selection texts in which its macro-F1 is lower (ties count half)."""
+    from activesynth.evaluators.metrics.classification import bootstrap_macro_f1
+
+    split = selection_split(ds)
+    classes = list(old.classes_)
+    order = [list(new.classes_).index(c) for c in classes]
+    p_old = old.predict_proba(split.texts).argmax(axis=1)
+    p_new = new.predict_proba(split.texts)[:, order].argmax(axis=1)
+    f1 = bootstrap_macro_f1(split.labels, [p_old, p_new], classes, n_boot, seed)
+    diff = f1[1] - f1[0]
+    return float(np.mean(diff < 0) + 0.5 * np.mean(diff == 0))

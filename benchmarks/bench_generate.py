@@ -229,7 +229,7 @@ def fidelity_plan(data, emb, clf, intents: int, per_intent: int, n_examples: int
         created="bench",
         task="Messages that customers send to their bank's support chat",
         mode="bench",
-        budget=intents * per_intent,
+        n_texts=intents * per_intent,
         config=cfg.model_dump(mode="json"),
         items=items,
         labels=labels,

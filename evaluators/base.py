@@ -130,6 +130,8 @@ class FilterContext:
         test: the sealed test split; only the leakage guard reveals it.
         prompts: prompt text by ``prompt_id``, to catch copies of the prompt.
         few_shot_texts: few-shot examples shown to the generator, to catch copies.
+        labelled: real labelled texts a label check may compare with, as (texts, labels): train and dev
+            (never the selection split or test); used by ``label_neighbors``.
         llm_judge: optional second opinion on labels (see :data:`LLMJudge`).
         active: set by the chain before each evaluator: False for candidates an earlier evaluator dropped.
             Greedy evaluators let only active candidates join their reference sets.
@@ -143,6 +145,7 @@ class FilterContext:
     test: SealedTexts | None = field(default=None, repr=False)
     prompts: Mapping[str, str] = field(default_factory=dict, repr=False)
     few_shot_texts: Sequence[str] = field(default=(), repr=False)
+    labelled: tuple[Sequence[str], Sequence[str]] = field(default=((), ()), repr=False)
     llm_judge: LLMJudge | None = None
     active: list[bool] | None = None
 

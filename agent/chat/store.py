@@ -105,7 +105,7 @@ class RunStore:
         """A PNG plot of a run (``round-NN/plots/*.png`` or ``comparison.png``); nothing else is served."""
         base = self.resolve(run_id)
         path = (base / rel).resolve()
-        ok = re.fullmatch(r"(round-\d\d/plots/[\w.\-]+|comparison)\.png", rel) is not None
+        ok = re.fullmatch(rf"(round-\d\d/{Round.PLOTS}/[\w.\-]+|comparison)\.png", rel) is not None
         if not ok or base not in path.parents or not path.is_file():
             raise StoreError(f"no such plot {rel!r}")
         return path
@@ -394,7 +394,7 @@ class RunStore:
     # -- comparison ------------------------------------------------------------------------------
     def compare(self, run_a: str, run_b: str) -> dict:
         def final(rid: str) -> dict:
-            s = _read_json(self.resolve(rid) / "summary.json")
+            s = _read_json(self.resolve(rid) / Run.SUMMARY)
             if not s:
                 raise StoreError(f"{rid}: no summary.json (the run has not finished)")
             return s

@@ -172,7 +172,7 @@ class ToolBox:
             runs = [r for r in self.store.list_runs() if r["kind"] == "run"]
             if not runs:
                 raise StoreError("no runs yet: start one with /start")
-            rid = max(runs, key=lambda r: (self.store.resolve(r["id"]) / "run.json").stat().st_mtime)["id"]
+            rid = max(runs, key=lambda r: (self.store.resolve(r["id"]) / Run.RECORD).stat().st_mtime)["id"]
         self.store.resolve(rid)
         self.current = rid
         return rid
@@ -224,6 +224,7 @@ class ToolBox:
 
     def start_run(self, a: StartRunArgs) -> str:
         from activesynth.agent.config import DataConfig, RunConfig, load_config, override
+        from activesynth.agent.datasets import DataError, load
         from activesynth.agent.loop import check_config
 
         if a.config:
@@ -246,6 +247,10 @@ class ToolBox:
         }
         cfg = override(cfg, {k: v for k, v in changes.items() if v is not None})
         check_config(cfg)
+        try:
+            load(cfg.data)  # bad data: one line, and no half-made run folder in the store
+        except DataError as e:
+            raise StoreError(str(e).replace(str(self.store.root), self.store.root.name)) from None
         rid = a.run_id or "{}-{}-{}".format(
             cfg.data.dataset or "files", a.arm, _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         )

@@ -18,6 +18,7 @@ __all__ = [
     "EmbeddingDedupOptions",
     "FilterConfig",
     "LabelAgreementOptions",
+    "LabelNeighborsOptions",
     "LeakageOptions",
     "PIIOptions",
     "QualityOptions",
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 DEFAULT_ORDER = ["quality", "pii", "leakage", "label_agreement", "rouge_l", "embedding_dedup"]
-BUILTIN_FILTERS = tuple(DEFAULT_ORDER)
+BUILTIN_FILTERS = (*DEFAULT_ORDER, "label_neighbors")
 
 
 class QualityOptions(StrictModel):
@@ -80,6 +81,25 @@ class LabelAgreementOptions(StrictModel):
     use_llm_judge: bool = Field(True, description="Ask the context's LLM judge too, when one is given.")
 
 
+class LabelNeighborsOptions(StrictModel):
+    """The rival-prototype check: a candidate must sit nearer the real texts of its intended label than those
+    of the label's rivals, about as much as real texts of that label do (the threshold is calibrated on the
+    real texts themselves, leave-one-out)."""
+
+    k: int = Field(3, ge=1, description="Nearest real texts of a class whose mean cosine scores the class.")
+    rivals: int = Field(3, ge=1, description="Rival classes compared: the classifier's top others.")
+    quantile: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Drop below this quantile of the real texts' own margins (0.05: about 1 real text in 20 "
+        "would be dropped).",
+    )
+    verdict: Literal["drop", "review"] = Field(
+        "drop", description="What a text among a rival's examples gets."
+    )
+
+
 class RougeLOptions(StrictModel):
     """Self-Instruct's novelty rule."""
 
@@ -113,6 +133,9 @@ class FilterConfig(StrictModel):
     leakage: LeakageOptions = Field(default_factory=LeakageOptions, description=LeakageOptions.__doc__)
     label_agreement: LabelAgreementOptions = Field(
         default_factory=LabelAgreementOptions, description=LabelAgreementOptions.__doc__
+    )
+    label_neighbors: LabelNeighborsOptions = Field(
+        default_factory=LabelNeighborsOptions, description=LabelNeighborsOptions.__doc__
     )
     rouge_l: RougeLOptions = Field(default_factory=RougeLOptions, description=RougeLOptions.__doc__)
     embedding_dedup: EmbeddingDedupOptions = Field(

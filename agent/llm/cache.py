@@ -1,7 +1,8 @@
 """SQLite (WAL) cache of LLM calls, and a wrapper that puts it in front of any backend.
 
-Key: sha256 of the canonical request (model, prompt or messages, sampling, template version, sample index); it
-never contains a secret. Value: JSON of the sample (text, finish reason, token counts). Only successful
+Key: sha256 of the canonical request (model, prompt or messages, sampling, template version, sample index, the
+allowed choices where a request has them); it never contains a secret. Value: JSON of the sample (text, finish
+reason, token counts, and the choices' log-probabilities where the backend gave them). Only successful
 samples are stored, so a re-run retries failures and makes no call for anything already answered; results are
 written as they arrive, so a killed generation resumes where it stopped.
 """
@@ -147,6 +148,7 @@ class CachedBackend:
                     prompt_tokens=hit.get("prompt_tokens", 0),
                     completion_tokens=hit.get("completion_tokens", 0),
                     cached=True,
+                    choice_logprobs=hit.get("choice_logprobs"),
                 )
                 done[(req.id, i)] = res
                 self.meter.record(self.stage, self.model_id, cache_hits=1)
@@ -169,6 +171,8 @@ class CachedBackend:
                             "finish_reason": res.finish_reason,
                             "prompt_tokens": res.prompt_tokens,
                             "completion_tokens": res.completion_tokens,
+                            # only for requests with choices, so other entries stay as they were
+                            **({"choice_logprobs": res.choice_logprobs} if res.choice_logprobs else {}),
                         },
                     )
                 self.meter.record(

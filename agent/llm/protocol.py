@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,6 +19,7 @@ __all__ = [
     "Result",
     "SamplingParams",
     "canonical_json",
+    "choice_grammar",
 ]
 
 
@@ -37,6 +38,11 @@ class GenerationRequest:
     ``template_version`` and ``sample_index`` are part of the cache key, so a template edit or a new sample
     never reuses an old answer. ``meta`` says what the request is for (plan item, label, template family,
     the few-shot examples shown as JSON); it is not part of the cache key.
+
+    ``choices`` (e.g. ``("A", "B", "C")``) asks for an answer that is one of these strings: backends that can
+    constrain the answer do (llama.cpp: only the choices' tokens may be sampled first), and backends that
+    see log-probabilities report each choice's in :attr:`Result.choice_logprobs`. It enters the cache key
+    only when set, so the keys of requests without it are what they always were.
     """
 
     id: str
@@ -49,13 +55,15 @@ class GenerationRequest:
     template_version: str = ""
     first_sample: int = 0
     meta: tuple[tuple[str, str], ...] = ()
+    choices: tuple[str, ...] = ()
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages or ()]
 
     def canonical(self, model_id: str, sample_index: int) -> dict[str, Any]:
-        """The cache-key material: model, prompt or messages, sampling, template version, sample index."""
-        return {
+        """The cache-key material: model, prompt or messages, sampling, template version, sample index, and
+        the allowed ``choices`` when there are any."""
+        key = {
             "model": model_id,
             "mode": self.mode,
             "prompt": self.prompt,
@@ -64,6 +72,9 @@ class GenerationRequest:
             "template_version": self.template_version,
             "sample_index": sample_index,
         }
+        if self.choices:
+            key["choices"] = list(self.choices)
+        return key
 
     def cache_key(self, model_id: str, sample_index: int) -> str:
         return hashlib.sha256(canonical_json(self.canonical(model_id, sample_index)).encode()).hexdigest()
@@ -86,6 +97,11 @@ class Result:
     cached: bool = False
     error: str | None = None
     attempts: int = 1
+    choice_logprobs: dict[str, float] | None = None
+    """Log-probability of each of the request's ``choices`` as the answer's first token (variants such as a
+    leading space summed), from the model's distribution before any constraint; choices the backend did not
+    see (outside a server's top log-probabilities) are missing. ``None`` when the request had no choices or
+    the backend gives no log-probabilities."""
 
     @property
     def ok(self) -> bool:
@@ -118,3 +134,12 @@ class Backend(Protocol):
 def canonical_json(obj: Any) -> str:
     """Deterministic JSON (sorted keys, no spaces) used for hashing."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def choice_grammar(choices: Sequence[str]) -> str:
+    """A GBNF grammar whose sentences are the ``choices`` (an optional leading space allowed)."""
+
+    def literal(text: str) -> str:
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+    return 'root ::= " "? (' + " | ".join(literal(c) for c in choices) + ")"

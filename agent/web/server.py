@@ -36,7 +36,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from activesynth.agent.chat.store import RunStore, StoreError, public_message, redact
-from activesynth.agent.runs import RunError
+from activesynth.agent.runs import Run, RunError
 
 __all__ = ["LOOPBACK", "MAX_BODY", "TOKEN_HEADER", "ServeError", "make_server"]
 
@@ -84,7 +84,7 @@ def _report_view(store: RunStore, rid: str) -> dict | None:
 def run_view(store: RunStore, rid: str) -> dict:
     """Everything the dashboard shows for one run (or comparison folder)."""
     path = store.resolve(rid)
-    is_run = (path / "run.json").exists()
+    is_run = Run.is_run(path)
     view = {
         "id": rid,
         "status": store.status(rid, n_events=15),
@@ -95,8 +95,6 @@ def run_view(store: RunStore, rid: str) -> dict:
         "prompts": [v["ref"] for v in store.prompt_versions(rid)] if is_run else [],
     }
     if is_run:
-        from activesynth.agent.runs import Run
-
         view["status"]["busy"] = Run.is_busy(path)
     return view
 

@@ -49,6 +49,11 @@ def run_config(dataset: str, seed: int, arm: str, budget: int, args) -> object:
     cfg.classifier.seed = seed
     cfg.generate.planner.seed = seed
     cfg.generate.backend.model = "simulated (benchmarks.simulate)"
+    changes = dict(getattr(args, "set", None) or {})
+    if changes and arm != "real-only":  # a loop variant; real-only stays the one baseline of every grid
+        from activesynth.agent.config import override
+
+        cfg = override(cfg, changes)
     skip = set(getattr(args, "skip_filters", None) or ())
     if skip and arm != "real-only":  # real-only has no filter to skip: one baseline for every grid
         data = cfg.filter.model_dump()
@@ -60,9 +65,11 @@ def run_config(dataset: str, seed: int, arm: str, budget: int, args) -> object:
 
 
 def _folder(s: SimSettings, args) -> str:
-    """The setting's folder name; skipped filters are part of it, so such runs never mix with others."""
+    """The setting's folder name; skipped filters and a variant's tag are part of it, so such runs never mix
+    with others."""
     skip = sorted(getattr(args, "skip_filters", None) or ())
-    return s.key() + ("-skip-" + "-".join(skip) if skip else "")
+    tag = getattr(args, "tag", None)
+    return s.key() + ("-skip-" + "-".join(skip) if skip else "") + (f"-{tag}" if tag else "")
 
 
 def settings_grid(eps: list[float], noises: list[str], low_info: float, rivals: int, seed: int):
@@ -408,6 +415,14 @@ def parse_args(argv: list[str] | None = None):
         type=lambda s: [x for x in s.split(",") if x],
         help="filters to leave out of the chain, e.g. leakage (a diagnostic; runs go to their own folders)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a loop setting for the synthetic arms (dotted, as activesynth run --set); needs --tag",
+    )
+    ap.add_argument("--tag", default=None, help="name of a loop variant (its runs go to their own folders)")
     ap.add_argument("--oracle-folds", type=int, default=5, help="cross-fitting folds of the oracle head")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", default="runs/simulate")
@@ -415,6 +430,11 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--plot", default="benchmarks/results/simulate.png")
     ap.add_argument("--from-runs", action="store_true", help="run nothing: rebuild table and plot")
     args = ap.parse_args(argv)
+    from activesynth.agent.config import parse_assignment
+
+    args.set = dict(parse_assignment(x) for x in args.set)
+    if args.set and not args.tag:
+        ap.error("--set changes the loop: name the variant with --tag so its runs get their own folders")
     bad = [n for n in args.noise if n not in NOISES]
     if bad:
         ap.error(f"--noise: unknown model(s) {bad}; choose from {list(NOISES)}")

@@ -63,3 +63,32 @@ def confusion_pairs(gold: Sequence[str], predicted: Sequence[str]) -> dict[tuple
         if g != p:
             out[(g, p)] = out.get((g, p), 0) + 1
     return out
+
+
+def bootstrap_macro_f1(
+    gold: Sequence[str], preds: Sequence[np.ndarray], classes: Sequence[str], n_boot: int = 400, seed: int = 0
+) -> np.ndarray:
+    """Macro-F1 of several models' point predictions (``preds``: one (n,) array of class indices each) on the
+    same ``n_boot`` resamples of the texts (paired): an (n_models, n_boot) array. Macro-F1 as
+    :func:`classification_metrics` computes it (every class of ``classes``, 0 for a class without predictions
+    or support)."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(g, -1) for g in gold])
+    n, k = len(y), len(classes)
+    rng = np.random.default_rng(seed)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)  # (B, n) resample counts
+    gold_hot = np.zeros((n, k))
+    gold_hot[np.arange(n)[y >= 0], y[y >= 0]] = 1.0
+    out = []
+    for pred in preds:
+        pred_hot = np.zeros((n, k))
+        pred_hot[np.arange(n), pred] = 1.0
+        tp = weights @ (gold_hot * pred_hot)
+        fp = weights @ pred_hot - tp
+        fn = weights @ gold_hot - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+            r = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+            f = np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
+        out.append(f.mean(axis=1))
+    return np.array(out)

@@ -103,12 +103,60 @@ def test_rollback_keeps_samples_but_does_not_train_on_them(tmp_path, small_files
 
     monkeypatch.setattr(loop, "select_weight", worse)
     _, backend = _backend(tmp_path)
-    run = Run.create(tmp_path / "run", _config(small_files, embed_cache, rounds=1, robustness=False))
+    cfg = _config(small_files, embed_cache, rounds=1, robustness=False, rollback_confidence=None)  # any drop
+    run = Run.create(tmp_path / "run", cfg)
     summary = run_loop(run, backend=backend)
     entry = summary["rounds"][1]
     assert entry["rolled_back"] is True and entry["used"] == 0 and summary["synthetic_used"] == 0
     assert json.loads((run.round_dir(1) / "used.json").read_text())["rolled_back"] is True
     assert (run.round_dir(1) / "accepted.jsonl").read_text().strip()  # the samples are kept on disk
+
+
+def test_rollback_needs_a_confident_drop(tmp_path, small_files, embed_cache, monkeypatch):
+    """A round whose model scores lower on the selection split only by noise is kept; a model that is really
+    worse (trained on shuffled labels) is rolled back."""
+    import activesynth.agent.loop as loop
+
+    real_select = loop.select_weight
+    _, backend = _backend(tmp_path)
+
+    def slightly_lower(config, ds, embedder, synthetic):  # same predictions, a selection score 0.001 lower
+        w, f1, clf, table = real_select(config, ds, embedder, synthetic)
+        return w, (f1 - 0.001 if synthetic else f1), clf, table
+
+    monkeypatch.setattr(loop, "select_weight", slightly_lower)
+    run = Run.create(tmp_path / "noise", _config(small_files, embed_cache, rounds=1, robustness=False))
+    assert run_loop(run, backend=backend)["rounds"][1]["rolled_back"] is False
+
+    def much_worse(config, ds, embedder, synthetic):
+        w, f1, clf, table = real_select(config, ds, embedder, synthetic)
+        if synthetic:
+            from activesynth.agent.classifier import build_classifier
+
+            shuffled = list(reversed(ds.train.labels))
+            clf = build_classifier(config.classifier, embedder).fit(ds.train.texts, shuffled)
+            f1 = 0.0
+        return w, f1, clf, table
+
+    monkeypatch.setattr(loop, "select_weight", much_worse)
+    run = Run.create(tmp_path / "worse", _config(small_files, embed_cache, rounds=1, robustness=False))
+    assert run_loop(run, backend=backend)["rounds"][1]["rolled_back"] is True
+
+
+def test_bootstrap_macro_f1_matches_the_metric():
+    from activesynth.evaluators.metrics.classification import bootstrap_macro_f1, classification_metrics
+
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c", "d"]
+    gold = [classes[i] for i in rng.integers(0, 4, 200)]
+    pred = rng.integers(0, 4, 200)
+    proba = np.eye(4)[pred]
+    expected = classification_metrics(gold, proba, classes)["macro_f1"]
+    f1 = bootstrap_macro_f1(gold, [pred, pred], classes, n_boot=300, seed=1)
+    assert f1.shape == (2, 300) and np.array_equal(f1[0], f1[1])  # paired: same resamples
+    assert abs(f1.mean() - expected) < 0.02 and f1.std() > 0
+    no_resample = bootstrap_macro_f1(gold, [pred], classes, n_boot=1, seed=0)
+    assert 0 <= no_resample[0, 0] <= 1
 
 
 def _open_handles(*paths) -> int:

@@ -77,6 +77,7 @@ def test_api(tiny_store):
         server.server_close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)")
 def test_browser_end_to_end(store_copy):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from activesynth.agent.files import cache_dir
 from activesynth.agent.sqlite_pool import SharedConnection, acquire
 
 __all__ = ["DEFAULT_MODEL", "Embedder", "bf16_supported", "default_cache_dir", "resolve_model_path"]
@@ -32,9 +33,8 @@ _BUNDLED = {
 
 
 def default_cache_dir() -> Path:
-    """``$ACTIVESYNTH_CACHE`` or ``~/.cache/active-synthesis``."""
-    env = os.environ.get("ACTIVESYNTH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "active-synthesis"
+    """The embedding cache's folder: :func:`activesynth.agent.files.cache_dir`."""
+    return cache_dir()
 
 
 def resolve_model_path(name: str) -> str:

@@ -9,7 +9,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_atomic", "write_json", "write_jsonl"]
+__all__ = ["cache_dir", "write_atomic", "write_json", "write_jsonl"]
+
+
+def cache_dir() -> Path:
+    """Where caches live (embeddings, assembled and dequantized models): ``$ACTIVESYNTH_CACHE`` or
+    ``~/.cache/active-synthesis``."""
+    env = os.environ.get("ACTIVESYNTH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "active-synthesis"
 
 
 def write_atomic(path: str | Path, text: str) -> Path:

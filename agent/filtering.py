@@ -151,8 +151,16 @@ def context_from_run(run: Run, n: int, llm_judge: LLMJudge | None = None) -> Fil
         test=dataset.test,
         prompts=prompts,
         few_shot_texts=few_shot,
+        generator=run.config.generate.backend,
+        task=_task(run, n),
         llm_judge=llm_judge,
     )
+
+
+def _task(run: Run, n: int) -> str:
+    """The task line the round's prompts showed (its plan's), or the planner's setting."""
+    plan = run.round(n).read_json(Round.PLAN, {}) if run.round(n).has(Round.PLAN) else {}
+    return str(plan.get("task") or run.config.generate.planner.task or "")
 
 
 def filter_run(

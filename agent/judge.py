@@ -35,7 +35,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ __all__ = [
     "JudgeVerdict",
     "LabelJudge",
     "as_filter_judge",
+    "batch_calibrate",
     "judge_template",
     "make_judge",
     "parse_choice",
@@ -105,6 +106,9 @@ class JudgeVerdict:
     template: str = ""
     """``name@sha12`` of the template that asked."""
     model: str = ""
+    calibrated: bool = False
+    """Whether ``probs``, ``choice`` and ``decision`` come from batch calibration (see
+    :func:`batch_calibrate`)."""
 
     @property
     def agrees(self) -> bool | None:
@@ -230,12 +234,21 @@ class LabelJudge:
         self.task = task.strip().rstrip(".")
         k = self.config.examples_per_option
         self.examples = {
-            label: [self._cut(t) for t in texts[:k]] for label, texts in (examples or {}).items() if k
+            label: [self._cut(t, self.config.example_chars) for t in texts[:k]]
+            for label, texts in (examples or {}).items()
+            if k
         }
+        self.owns_backend = False
+        """Whether :meth:`close` frees the backend (set by :func:`make_judge` for a backend of its own)."""
 
     @property
     def model_id(self) -> str:
         return getattr(self.backend, "model_id", "")
+
+    def close(self) -> None:
+        """Free the judge's own backend (a shared generator backend is left to its owner)."""
+        if self.owns_backend:
+            self.backend.close()
 
     def judge(
         self, items: Sequence[JudgeItem], on_verdict: Callable[[JudgeVerdict], None] | None = None
@@ -268,6 +281,8 @@ class LabelJudge:
                 if on_verdict:
                     on_verdict(v)
         out = [v for v in verdicts if v is not None]
+        if self.config.calibrate == "batch":
+            out = batch_calibrate(out, self.config.min_confidence, self.config.calibrate_min)
         _log_summary(out, time.perf_counter() - t0, self.model_id)
         return out
 
@@ -293,7 +308,7 @@ class LabelJudge:
         pairs = list(zip(letters, options, strict=True))
         rendered = self.template.render(
             task=self.task,
-            text=self._cut(item.text),
+            text=self._cut(item.text, self.config.text_chars),
             options=[{"letter": le, "label": readable_label(lab)} for le, lab in pairs],
             examples={le: self.examples.get(lab, []) for le, lab in pairs},
             letters=", ".join(letters[:-1]) + " or " + letters[-1],
@@ -326,9 +341,9 @@ class LabelJudge:
         q.sort_key = rendered.text
         return q
 
-    def _cut(self, text: str) -> str:
+    @staticmethod
+    def _cut(text: str, n: int) -> str:
         text = " ".join(str(text).split())
-        n = self.config.example_chars
         return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
     # -- answers ---------------------------------------------------------------------------------------
@@ -364,7 +379,14 @@ def _option_probs(
 ) -> tuple[dict[str, float] | None, float | None]:
     """(label -> probability among the options, total probability on the option letters) from the
     letters' log-probabilities; letters the backend did not report count as probability 0."""
-    known = {le: float(lp) for le, lp in (logprobs or {}).items() if le in letters and math.isfinite(lp)}
+    known: dict[str, float] = {}
+    for le, lp in (logprobs or {}).items() if isinstance(logprobs, Mapping) else ():
+        try:
+            value = float(lp)
+        except (TypeError, ValueError):
+            continue
+        if le in letters and math.isfinite(value):
+            known[le] = value
     if not known:
         return None, None
     top = max(known.values())
@@ -373,6 +395,38 @@ def _option_probs(
     probs = {lab: weights.get(le, 0.0) / total for le, lab in zip(letters, options, strict=True)}
     mass = sum(math.exp(lp) for lp in known.values())
     return probs, min(1.0, mass)
+
+
+def batch_calibrate(
+    verdicts: Sequence[JudgeVerdict], min_confidence: float = 0.5, min_items: int = 20
+) -> list[JudgeVerdict]:
+    """Verdicts re-decided after batch calibration: each option's probability is divided by the mean
+    probability of its letter over all verdicts with probabilities, renormalized, and the likeliest option is
+    the choice. With options in a mixed order, a letter's mean estimates the model's preference for the
+    letter itself. Fewer than ``min_items`` verdicts with probabilities: returned unchanged."""
+    rows = [v for v in verdicts if v.probs]
+    if len(rows) < min_items:
+        return list(verdicts)
+    width = max(len(v.options) for v in rows)
+    total, count = np.zeros(width), np.zeros(width)
+    for v in rows:
+        for j, lab in enumerate(v.options):
+            total[j] += v.probs[lab]
+            count[j] += 1
+    prior = total / np.maximum(count, 1)
+    out = []
+    for v in verdicts:
+        if not v.probs:
+            out.append(v)
+            continue
+        w = np.array([v.probs[lab] / max(prior[j], 1e-12) for j, lab in enumerate(v.options)])
+        w = w / w.sum()
+        j = int(np.argmax(w))
+        probs = {lab: float(w[k]) for k, lab in enumerate(v.options)}
+        c = replace(v, probs=probs, choice=v.options[j], letter=LETTERS[j], calibrated=True)
+        c.decision = _decide(c, min_confidence)
+        out.append(c)
+    return out
 
 
 def _decide(v: JudgeVerdict, min_confidence: float) -> str:
@@ -440,4 +494,6 @@ def make_judge(
         raise ValueError("judge.backend is not set (same as the generator), but no generator was given")
     store = cache if isinstance(cache, LLMCache) else LLMCache(cache)
     backend = CachedBackend(base, store, meter, stage="judge")
-    return LabelJudge(backend, config, examples=examples, task=task)
+    judge = LabelJudge(backend, config, examples=examples, task=task)
+    judge.owns_backend = config.backend is not None
+    return judge

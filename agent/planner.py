@@ -428,6 +428,8 @@ class Planner:
                         reason=f"confused pair: {p['count']} dev texts of {a} predicted as {b}",
                     )
                 )
+        if cfg.class_errors:
+            units += _class_error_units(report, label_set)
         clusters = report.get("clusters", [])
         uncs = sorted(float(c.get("mean_uncertainty") or 0) for c in clusters)
         threshold = uncs[min(len(uncs) - 1, int(cfg.hard_quantile * len(uncs)))] if uncs else 0.0
@@ -457,6 +459,23 @@ class Planner:
                     )
                 )
         return units
+
+
+def _class_error_units(report: dict, labels: set[str]) -> list[dict]:
+    """A list unit per class with dev errors, scored errors × mean uncertainty."""
+    units = []
+    for row in report.get("per_class", []):
+        errors = round(float(row.get("dev_error_rate") or 0) * int(row.get("support") or 0))
+        if row["label"] in labels and errors > 0:
+            units.append(
+                dict(
+                    label=row["label"],
+                    family="list",
+                    score=errors * float(row.get("mean_uncertainty") or 0.5),
+                    reason=f"class with {errors} dev errors",
+                )
+            )
+    return units
 
 
 def _default_task(dataset_name: str) -> str:

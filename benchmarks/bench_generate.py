@@ -6,7 +6,11 @@
    stream when it is installed. Runs are interleaved and the median of ``--repeats`` is reported.
 2. Label fidelity: for ``--intents`` BANKING77 intents, each template generates ``--per-intent`` texts; a
    reference classifier (frozen all-MiniLM-L6-v2 + logistic regression on all 9003 training texts) decides
-   whether each text belongs to the intended intent (top-1 and top-5 share).
+   whether each text belongs to the intended intent (top-1 and top-5 share). ``copied`` is the share of
+   texts that repeat a training text (case and punctuation aside): a copy of a real example is labelled
+   right but adds nothing; ``top-1 new`` is the top-1 share among the other texts. ``--model`` takes any
+   local model (bundled or packaged name, path); a model with a chat template renders the chat templates
+   with it.
 
 Run: ``HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_generate`` (``--help`` for options).
 """
@@ -23,13 +27,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from activesynth.agent.config import GenerateConfig, PlannerConfig
 from activesynth.agent.llm import LocalConfig, SamplingParams
 from activesynth.agent.llm.cache import CachedBackend, LLMCache
 from activesynth.agent.llm.local import LocalBackend
 from activesynth.agent.llm.protocol import GenerationRequest
 from activesynth.agent.llm.usage import UsageMeter
-from activesynth.agent.planner import Plan, PlanItem, PlannerConfig
-from activesynth.agent.synthesize import GenerateConfig, candidates_from_results, render_requests
+from activesynth.agent.planner import Plan, PlanItem
+from activesynth.agent.synthesize import candidates_from_results, render_requests
 
 TEMPLATES = ["self_instruct_list", "contrastive_pair_list", "evol_in_depth_list", "self_instruct_chat"]
 
@@ -249,6 +254,7 @@ def fidelity(args, data) -> list[dict]:
     backend = CachedBackend(local, LLMCache(Path(args.cache) / "bench_llm_cache.sqlite"), meter)
     sampling = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens)
     classes = list(clf.classes_)
+    seen = {_norm(t) for t, _ in data["train"]}
     rows = []
     for name in args.templates:
         variant = plan.model_copy(deep=True)
@@ -271,6 +277,9 @@ def fidelity(args, data) -> list[dict]:
             top5 = float(np.mean([i in np.argsort(-p)[:5] for p, i in zip(proba, idx, strict=True)]))
         else:
             top1 = top5 = 0.0
+        copies = np.array([_norm(r["text"]) in seen for r in parsed], dtype=bool)
+        copied = float(copies.mean()) if parsed else 0.0
+        top1_new = float((proba.argmax(axis=1) == idx)[~copies].mean()) if (~copies).any() else 0.0
         rows.append(
             {
                 "template": name,
@@ -279,6 +288,8 @@ def fidelity(args, data) -> list[dict]:
                 "unusable": len(records) - len(parsed),
                 "top1": top1,
                 "top5": top5,
+                "copied": copied,
+                "top1_new": top1_new,
                 "completion_tokens": after["completion_tokens"] - before["completion_tokens"],
                 "cache_hits": after["cache_hits"] - before["cache_hits"],
                 "seconds": secs,
@@ -290,9 +301,18 @@ def fidelity(args, data) -> list[dict]:
                 ),
             }
         )
-        print(f"  {name}: {len(parsed)} texts, top-1 {top1:.2f}, top-5 {top5:.2f} ({secs:.0f}s)", flush=True)
+        print(
+            f"  {name}: {len(parsed)} texts, top-1 {top1:.2f}, top-5 {top5:.2f}, copied {copied:.2f}, "
+            f"top-1 new {top1_new:.2f} ({secs:.0f}s)",
+            flush=True,
+        )
     local.close()
     return rows
+
+
+def _norm(text: str) -> str:
+    """A text without case, punctuation and extra spaces (to spot copies of training texts)."""
+    return " ".join("".join(c if c.isalnum() else " " for c in text.lower()).split())
 
 
 def main(argv=None) -> None:
@@ -336,14 +356,18 @@ def main(argv=None) -> None:
         )
         rows = fidelity(args, data)
         result["fidelity"] = rows
-        print("\n| template | samples | parsed | unusable (why) | top-1 | top-5 | completion tok | example |")
-        print("|---|---:|---:|---|---:|---:|---:|---|")
+        print(
+            "\n| template | samples | parsed | unusable (why) | top-1 | top-5 | copied | top-1 new "
+            "| completion tok | example |"
+        )
+        print("|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
         for r in rows:
             ex = r["example"].replace("|", "/")[:60]
             why = ", ".join(f"{k} {v}" for k, v in r["unusable_reasons"].items())
             print(
                 f"| {r['template']} | {r['samples']} | {r['parsed']} | {r['unusable']} ({why}) | "
-                f"{r['top1']:.2f} | {r['top5']:.2f} | {r['completion_tokens']} | {ex} |"
+                f"{r['top1']:.2f} | {r['top5']:.2f} | {r['copied']:.2f} | {r['top1_new']:.2f} | "
+                f"{r['completion_tokens']} | {ex} |"
             )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))

@@ -15,7 +15,12 @@ example texts per option, the table reports:
   order, so about 1 / options is unbiased);
 - batch-calibrated rows: the letters' probabilities divided by their mean over the batch before choosing
   (removes a model's letter preference without any extra call);
-- seconds per item (model loaded beforehand; the machine may be shared).
+- AUC p(label): how well the judge's probability of the carried label separates right from wrong labels
+  (0.5: not at all; threshold-free, so it shows signal that a fixed keep rule can hide); AUC × classifier:
+  the same for the product of the judge's and the classifier's probabilities (does the judge add anything
+  to the classifier, whose own AUC is in its row?);
+- seconds per item answered fresh (model loaded beforehand; the machine may be shared); ``--cache`` keeps the
+  answers so that a rerun costs nothing (then it says "cached").
 
 The classifier's own margin rule (keep when p(label) >= 0.1 and margin >= -0.1) is the reference row.
 Models: ``gemma3-270m`` always; packaged models (``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``) only when
@@ -87,58 +92,63 @@ def build_items(n: int, rivals: int, seed: int):
     others[np.arange(n), idx] = -np.inf
     margin = p - others.max(axis=1)
     clf_keep = (p >= 0.1) & (margin >= -0.1)
+    clf = {"keep": clf_keep, "auc": auc(p, right), "p": p}
     rival_sets = rivals_from_proba(proba, classes, assigned, rivals)
     rows = zip(texts, assigned, rival_sets, strict=True)
     items = [JudgeItem(t, a, r, f"t{k}") for k, (t, a, r) in enumerate(rows)]
     examples: dict[str, list[str]] = {}
     for t, lab in zip(ds.train.texts, ds.train.labels, strict=True):
         examples.setdefault(lab, []).append(t)
-    return items, gold, np.array(right), clf_keep, examples
+    return items, gold, np.array(right), clf, examples
 
 
-def batch_calibrated(verdicts) -> list[str | None]:
-    """Choices after dividing each letter's probability by its mean over the verdicts (batch calibration)."""
-    rows = [v for v in verdicts if v.probs]
-    width = max((len(v.options) for v in rows), default=0)
-    mean = np.zeros(width)
-    count = np.zeros(width)
-    for v in rows:
-        for j, lab in enumerate(v.options):
-            mean[j] += v.probs[lab]
-            count[j] += 1
-    mean = mean / np.maximum(count, 1)
-    out: list[str | None] = []
-    for v in verdicts:
-        if not v.probs:
-            out.append(v.choice)
-            continue
-        scores = [v.probs[lab] / max(mean[j], 1e-9) for j, lab in enumerate(v.options)]
-        out.append(v.options[int(np.argmax(scores))])
-    return out
+def auc(scores, positive) -> float:
+    """Probability that a random positive scores above a random negative (ties count half); nan if none."""
+    scores = np.asarray(scores, dtype=float)
+    positive = np.asarray(positive, dtype=bool)
+    ok = ~np.isnan(scores)
+    pos, neg = scores[positive & ok], scores[~positive & ok]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
 
 
-def summarize(name: str, verdicts, gold, right, seconds: float, min_conf: float) -> list[str]:
-    n = len(verdicts)
-    agree = np.array([v.decision == "agree" for v in verdicts])
-    overruled = np.array([v.decision == "disagree" for v in verdicts])
-    unsure = np.mean([v.decision == "unsure" for v in verdicts])
-    gold_chosen = np.mean([v.choice == g for v, g, r in zip(verdicts, gold, right, strict=True) if not r])
-    picks_a = np.mean([v.letter == "A" for v in verdicts if v.letter])
-    mass = np.mean([v.mass for v in verdicts if v.mass is not None] or [np.nan])
-    cal = batch_calibrated(verdicts)
-    cal_keep = np.array([c == v.label for c, v in zip(cal, verdicts, strict=True)])
-    cal_gold = np.mean([c == g for c, g, r in zip(cal, gold, right, strict=True) if not r])
+def summarize(name: str, verdicts, gold, right, clf_p, seconds: float, min_conf: float) -> list[str]:
+    """Three table rows for one judge run: agree, not overruled, batch-calibrated agree."""
+    from activesynth.agent.judge import batch_calibrate
 
     def pct(x) -> str:
         return f"{100 * float(x):.0f} %"
 
+    def p_label(vs) -> np.ndarray:
+        return np.array([np.nan if v.p_label is None else v.p_label for v in vs])
+
+    def with_classifier(p_judge: np.ndarray) -> float:  # both probabilities of the carried label, multiplied
+        return auc(np.log(np.maximum(clf_p, 1e-9)) + np.log(np.maximum(p_judge, 1e-9)), right)
+
+    wrong = ~right
+    agree = np.array([v.decision == "agree" for v in verdicts])
+    kept = np.array([v.decision != "disagree" for v in verdicts])
+    gold_chosen = np.mean([v.choice == g for v, g in zip(verdicts, gold, strict=True)], where=wrong)
+    picks_a = np.mean([v.letter == "A" for v in verdicts if v.letter])
+    unsure = np.mean([v.decision == "unsure" for v in verdicts])
+    mass = np.nanmean([np.nan if v.mass is None else v.mass for v in verdicts])
+    fresh = [v for v in verdicts if not v.cached]
+    per_item = f"{seconds / len(fresh):.2f}" if fresh else "cached"
+    cal = batch_calibrate(verdicts, min_conf, min_items=2)
+    cal_agree = np.array([v.choice == v.label for v in cal])
+    cal_gold = np.mean([v.choice == g for v, g in zip(cal, gold, strict=True)], where=wrong)
+    raw_p, cal_p = p_label(verdicts), p_label(cal)
+    kept_right, kept_wrong = pct(kept[right].mean()), pct(kept[wrong].mean())
+    cal_right, cal_wrong = pct(cal_agree[right].mean()), pct(cal_agree[wrong].mean())
     return [
-        f"| {name} | agree | {pct(agree[right].mean())} | {pct(agree[~right].mean())} | {pct(gold_chosen)} "
-        f"| {pct(picks_a)} | {pct(unsure)} | {mass:.2f} | {seconds / n:.2f} |",
-        f"| {name} | not overruled (≥ {min_conf:.1f}) | {pct((~overruled)[right].mean())} "
-        f"| {pct((~overruled)[~right].mean())} | | | | | |",
-        f"| {name} | batch-calibrated agree | {pct(cal_keep[right].mean())} | {pct(cal_keep[~right].mean())} "
-        f"| {pct(cal_gold)} | | | | |",
+        f"| {name} | agree | {pct(agree[right].mean())} | {pct(agree[wrong].mean())} | {pct(gold_chosen)} "
+        f"| {pct(picks_a)} | {pct(unsure)} | {mass:.2f} | {auc(raw_p, right):.2f} "
+        f"| {with_classifier(raw_p):.2f} | {per_item} |",
+        f"| {name} | not overruled (≥ {min_conf:.1f}) | {kept_right} | {kept_wrong} | | | | | | | |",
+        f"| {name} | batch-calibrated agree | {cal_right} | {cal_wrong} "
+        f"| {pct(cal_gold)} | | | | {auc(cal_p, right):.2f} | {with_classifier(cal_p):.2f} | |",
     ]
 
 
@@ -151,6 +161,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-confidence", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--cache",
+        default=None,
+        help="LLM cache file to keep answers across runs (default: a fresh one, so every answer is timed).",
+    )
     args = ap.parse_args()
 
     from activesynth.agent.config.judge import JudgeConfig
@@ -159,17 +174,18 @@ def main() -> None:
     from activesynth.agent.llm.local import LocalBackend
 
     t0 = time.perf_counter()
-    items, gold, right, clf_keep, examples = build_items(args.items, args.rivals, args.seed)
+    items, gold, right, clf, examples = build_items(args.items, args.rivals, args.seed)
+    clf_keep = clf["keep"]
     print(
         f"BANKING77 test, {len(items)} texts ({right.sum()} right, {(~right).sum()} wrong labels), "
         f"{args.rivals + 1} options each; classifier and data ready in {time.perf_counter() - t0:.0f}s\n"
     )
     lines = [
         "| judge | keep rule | right kept | wrong kept | gold chosen (wrong) | picks A | unsure "
-        "| letter mass | s/item |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| letter mass | AUC p(label) | AUC × classifier | s/item |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| 10-shot classifier | p ≥ 0.1 and margin ≥ −0.1 | {100 * clf_keep[right].mean():.0f} % "
-        f"| {100 * clf_keep[~right].mean():.0f} % | | | | | |",
+        f"| {100 * clf_keep[~right].mean():.0f} % | | | | | {clf['auc']:.2f} | | |",
     ]
     for model in args.models.split(","):
         spec = model if model == "gemma3-270m" else packaged_path(model)
@@ -183,15 +199,14 @@ def main() -> None:
                 enabled=True, rivals=args.rivals, examples_per_option=k, min_confidence=args.min_confidence
             )
             with tempfile.TemporaryDirectory() as tmp:
-                judge = make_judge(
-                    cfg, generator=be, cache=Path(tmp) / "llm.sqlite", examples=examples, task=TASK
-                )
+                cache = Path(args.cache) if args.cache else Path(tmp) / "llm.sqlite"
+                judge = make_judge(cfg, generator=be, cache=cache, examples=examples, task=TASK)
                 t = time.perf_counter()
                 verdicts = judge.judge(items)
                 seconds = time.perf_counter() - t
                 judge.backend.cache.close()
             name = f"{model} ({judge.template.name}, {k} ex.)"
-            block = summarize(name, verdicts, gold, right, seconds, args.min_confidence)
+            block = summarize(name, verdicts, gold, right, clf["p"], seconds, args.min_confidence)
             print("\n".join(block), flush=True)
             lines.extend(block)
         be.close()

@@ -2,7 +2,7 @@
 
 Real BANKING77 test texts (``--items``, seeded): the first half carry their gold label, the second half the
 10-shot classifier's most confusable wrong label (its likeliest class other than the gold one) — the
-protocol of ``benchmarks/bench_judge.py`` and ``../shared/RESOURCES.md``. The few-shot data is the usual
+protocol of the judge measurement in ``../shared/RESOURCES.md``. The few-shot data is the usual
 10 real training texts per class: the classifier (frozen all-MiniLM-L6-v2 heads) is fit on them and each
 label's verifier context shows ``--n-examples`` of them (:class:`activesynth.agent.verify.LikelihoodVerifier`
 with Gemma-3-270M through llama.cpp). Rivals are the classifier's top others besides the carried label; the
@@ -12,8 +12,9 @@ The table reports, per number of rivals and per threshold on the per-token log-l
 (own context minus the best rival's): right kept / wrong kept (share of gold-labelled / wrongly labelled
 texts kept); the same when the verifier is stacked on the classifier's margin rule (both must keep); the
 classifier's margin rule alone (keep when p(label) >= 0.1 and margin >= -0.1) is the reference row. Then the
-ratio's AUC (right vs wrong), what relabelling to the best rival would do (of the wrongly labelled texts
-whose best rival is likelier than the carried label, the share where that rival is the gold label), and the
+ratio's AUC (right vs wrong), what relabelling to the best rival would do at a few relabel margins (the share
+of wrongly labelled texts relabelled, how many of those get their gold label, and the share of rightly
+labelled texts that would lose it), the per-text scores in ``--out``, and the
 cost: prefix evaluations, passes, seconds per candidate (model loaded beforehand) and the load average
 before and after: the machine is a shared 2-core one, so seconds depend on what else runs.
 
@@ -34,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TASK = "Messages that customers send to their bank's support chat"
 THRESHOLDS = (-0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2, 0.3)
+RELABEL_MARGINS = (0.0, 0.1, 0.2, 0.3)
 
 
 def build_items(n: int, rivals: int, seed: int):
@@ -42,7 +44,6 @@ def build_items(n: int, rivals: int, seed: int):
     from activesynth.agent.config import DataConfig, RunConfig
     from activesynth.agent.datasets import load
     from activesynth.agent.embed import Embedder
-    from activesynth.agent.judge import rivals_from_proba
 
     cfg = RunConfig(data=DataConfig(dataset="banking77", shots=10, seed=seed, selection_fraction=0))
     ds = load(cfg.data)
@@ -74,6 +75,14 @@ def build_items(n: int, rivals: int, seed: int):
     for t, lab in zip(ds.train.texts, ds.train.labels, strict=True):
         examples.setdefault(lab, []).append(t)
     return texts, carried, gold, np.array(right), rival_sets, clf_keep, examples
+
+
+def rivals_from_proba(proba, classes, labels, k: int) -> list[tuple[str, ...]]:
+    """Per row, the classifier's ``k`` likeliest classes other than the row's label (best first)."""
+    return [
+        tuple(classes[j] for j in np.argsort(-row, kind="stable") if classes[j] != label)[:k]
+        for row, label in zip(proba, labels, strict=True)
+    ]
 
 
 def ratios(results, k: int) -> np.ndarray:
@@ -176,10 +185,10 @@ def main(argv=None) -> None:
     print("\n" + "\n".join(lines))
 
     print(
-        "\n| rivals | AUC (right vs wrong) | wrong: best rival likelier | … and it is the gold label "
-        "| right: best rival likelier |"
+        "\n| rivals | AUC (right vs wrong) | relabel margin | wrong relabelled | … to the gold label "
+        "| right relabelled (harm) |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     summary["relabel"] = []
     for k in range(1, args.rivals + 1):
         r = ratios(results, k)
@@ -187,21 +196,35 @@ def main(argv=None) -> None:
             max(list(x.rival_logprobs.items())[:k], key=lambda kv: kv[1])[0] if x.rival_logprobs else None
             for x in results
         ]
-        flips = r < 0
-        wrong_flip = flips & ~right
-        to_gold = np.array([b == g for b, g in zip(best, gold, strict=True)]) & wrong_flip
-        row = {
-            "rivals": k,
-            "auc": auc(r[right], r[~right]),
-            "wrong_flipped": float(wrong_flip.sum() / max(1, (~right).sum())),
-            "flipped_to_gold": float(to_gold.sum() / max(1, wrong_flip.sum())),
-            "right_flipped": float((flips & right).sum() / max(1, right.sum())),
+        is_gold = np.array([b == g for b, g in zip(best, gold, strict=True)])
+        area = auc(r[right], r[~right])
+        for m in RELABEL_MARGINS:
+            flips = np.nan_to_num(r, nan=np.inf) < -m
+            row = {
+                "rivals": k,
+                "auc": area,
+                "margin": m,
+                "wrong_relabelled": float((flips & ~right).sum() / max(1, (~right).sum())),
+                "to_gold": float((flips & ~right & is_gold).sum() / max(1, (flips & ~right).sum())),
+                "right_relabelled": float((flips & right).sum() / max(1, right.sum())),
+            }
+            summary["relabel"].append(row)
+            print(
+                f"| {k} | {area:.3f} | {m:.2f} | {100 * row['wrong_relabelled']:.0f} % "
+                f"| {100 * row['to_gold']:.0f} % | {100 * row['right_relabelled']:.0f} % |"
+            )
+    summary["items_detail"] = [
+        {
+            "right": bool(ok),
+            "gold": g,
+            "label": x.label,
+            "n_tokens": x.n_tokens,
+            "logprob": x.logprob,
+            "rival_logprobs": x.rival_logprobs,
+            "margin_rule_keeps": bool(ck),
         }
-        summary["relabel"].append(row)
-        print(
-            f"| {k} | {row['auc']:.3f} | {100 * row['wrong_flipped']:.0f} % "
-            f"| {100 * row['flipped_to_gold']:.0f} % | {100 * row['right_flipped']:.0f} % |"
-        )
+        for x, g, ok, ck in zip(results, gold, right, clf_keep, strict=True)
+    ]
     unscored = sum(x.ratio is None for x in results)
     per_pass = st.candidate_s / max(1, st.candidate_evals)
     pass_tokens = st.candidate_tokens / max(1, st.candidate_evals)

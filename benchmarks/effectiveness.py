@@ -28,6 +28,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--model", default="gemma3-270m")
     ap.add_argument("--threads", type=int, default=None, help="generator threads (default: llama.cpp's)")
+    ap.add_argument("--shots", type=int, default=None, help="real texts per class (default: 10 everywhere)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any run setting (dotted)"
+    )
     ap.add_argument("--out", default="runs/effectiveness")
     ap.add_argument("--results", default="benchmarks/results/effectiveness.md")
     ap.add_argument(
@@ -37,8 +41,12 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from activesynth.agent.config import DataConfig, LoopConfig, RunConfig
-    from activesynth.agent.loop import compare_arms
+    from activesynth.agent.config import DataConfig, LoopConfig, RunConfig, override, parse_assignment
+    from activesynth.agent.experiments.arms import compare_arms
+
+    changes = dict(parse_assignment(x) for x in args.set)
+    if args.shots:
+        SHOTS.update(dict.fromkeys(SHOTS, args.shots))
 
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.datasets.split(",")
@@ -46,7 +54,8 @@ def main() -> None:
         "# Effectiveness (measured; negatives included)",
         "",
         f"Generator `{args.model}`, budget {args.budget} accepted texts per arm, up to {args.rounds} rounds, "
-        "selection split = half of dev. Test accuracy in points, mean ± sd over the seeds listed; "
+        + (f"settings {changes}, " if changes else "")
+        + "selection split = half of dev. Test accuracy in points, mean ± sd over the seeds listed; "
         "Δ = paired difference to real-only. Minutes per seed: a synthetic arm's own run time "
         "(mean over seeds).",
         "",
@@ -72,6 +81,7 @@ def main() -> None:
             )
             cfg.generate.backend.model = args.model
             cfg.generate.backend.threads = args.threads
+            cfg = override(cfg, changes)
             done = seeds[: k + 1]  # finished seeds are read back from their run folders
             data = compare_arms(Path(args.out) / name, cfg, done, progress=lambda m: print(m, flush=True))
             rows[name] = _row(name, done, data)

@@ -50,6 +50,9 @@ class Verdict(StrEnum):
 class Decision:
     """One evaluator's verdict on one candidate; ``reason`` is ``"<code>: <detail>"``.
 
+    ``relabel`` (not serialized) gives the candidate another label for later evaluators and the accepted
+    record (which keeps the intended one as ``relabeled_from``), when a check is sure the text belongs
+    elsewhere.
     ``rewrite`` (not serialized) lets an evaluator replace the candidate's text for later evaluators and the
     accepted record (used by the PII filter in scrub mode).
     """
@@ -59,6 +62,7 @@ class Decision:
     score: float | None
     reason: str
     rewrite: str | None = field(default=None, compare=False)
+    relabel: str | None = field(default=None, compare=False)
 
     @property
     def code(self) -> str:
@@ -132,6 +136,9 @@ class FilterContext:
         few_shot_texts: few-shot examples shown to the generator, to catch copies.
         labelled: real labelled texts a label check may compare with, as (texts, labels): train and dev
             (never the selection split or test); used by ``label_neighbors``.
+        generator: the run's generator backend settings (``generate.backend``), for checks that use the
+            generator model itself (``likelihood``).
+        task: the task line prompts show (``plan.task``).
         llm_judge: optional second opinion on labels (see :data:`LLMJudge`).
         active: set by the chain before each evaluator: False for candidates an earlier evaluator dropped.
             Greedy evaluators let only active candidates join their reference sets.
@@ -146,6 +153,8 @@ class FilterContext:
     prompts: Mapping[str, str] = field(default_factory=dict, repr=False)
     few_shot_texts: Sequence[str] = field(default=(), repr=False)
     labelled: tuple[Sequence[str], Sequence[str]] = field(default=((), ()), repr=False)
+    generator: Any = field(default=None, repr=False)
+    task: str = ""
     llm_judge: LLMJudge | None = None
     active: list[bool] | None = None
 
@@ -156,6 +165,25 @@ class FilterContext:
         if len(self.active) != n:
             raise ValueError(f"context.active has {len(self.active)} entries for {n} candidates")
         return list(self.active)
+
+    def examples_by_label(self) -> dict[str, list[str]]:
+        """The labelled real texts grouped by label."""
+        out: dict[str, list[str]] = {}
+        for text, label in zip(*self.labelled, strict=True):
+            out.setdefault(label, []).append(text)
+        return out
+
+    def rivals(self, texts: Sequence[str], labels: Sequence[str], k: int) -> list[tuple[str, ...]]:
+        """Per text, the classifier's ``k`` most likely labels other than its own, best first."""
+        import numpy as np
+
+        classes = list(self.classifier.classes_)
+        proba = np.asarray(self.classifier.predict_proba(list(texts)))
+        out = []
+        for row, label in zip(proba, labels, strict=True):
+            order = [classes[i] for i in np.argsort(-row) if classes[i] != label]
+            out.append(tuple(order[:k]))
+        return out
 
     def reference_texts(self) -> list[str]:
         """Real training texts followed by earlier accepted synthetic texts."""

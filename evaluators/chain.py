@@ -64,6 +64,7 @@ class CandidateResult:
         """The candidate record for accepted.jsonl, with the text as the chain left it (e.g. scrubbed)."""
         record = dict(self.candidate.record)
         record["text"] = self.candidate.text
+        record["label"] = self.candidate.label
         if self.flagged:
             record["review"] = True
         return record
@@ -128,6 +129,10 @@ class FilterChain:
                     active[i] = False
                 if d.rewrite is not None:
                     work[i].text = d.rewrite
+                if d.relabel is not None and d.verdict != Verdict.DROP:
+                    first = work[i].record.get("relabeled_from", work[i].label)
+                    work[i].record = {**work[i].record, "relabeled_from": first}  # the input stays as it was
+                    work[i].label = d.relabel
             seconds[ev.name] = round(time.perf_counter() - t0, 3)
             log.info("%s: %d of %d dropped so far", ev.name, active.count(False), len(work))
         by_index = dict(zip(usable, range(len(work)), strict=True))

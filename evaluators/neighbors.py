@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from activesynth.agent.config.filters import LabelNeighborsOptions
-from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, register
+from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, register
 from activesynth.evaluators.vectors import embed
 
 __all__ = ["LabelNeighbors", "class_scores"]
@@ -93,8 +93,12 @@ class LabelNeighbors(LabelNeighborsOptions, Evaluator):
             if m >= threshold:
                 out[i] = self.keep(f"near_own_label: margin {m:+.3f} >= {threshold:+.3f}", m)
                 continue
-            why = (
-                f"near_rival: nearer real texts of {classes[nearest[j]]} (margin {m:+.3f} < {threshold:+.3f})"
-            )
-            out[i] = self.drop(why, m) if self.verdict == "drop" else self.review(why, m)
+            rival = classes[nearest[j]]
+            why = f"near_rival: nearer real texts of {rival} (margin {m:+.3f} < {threshold:+.3f})"
+            if self.verdict == "review":
+                out[i] = self.review(why, m)
+            elif self.verdict == "relabel" and int(proba[j].argmax()) == int(nearest[j]):
+                out[i] = Decision(self.name, Verdict.KEEP, m, f"relabeled: to {rival}, {why}", relabel=rival)
+            else:
+                out[i] = self.drop(why, m)
         return out

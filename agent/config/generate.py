@@ -72,6 +72,11 @@ class PlannerConfig(StrictModel):
         description="Template per family (list, contrastive, evol_depth, evol_breadth); overrides the style.",
     )
     max_pairs: int = Field(10, ge=0, description="Most confused pairs that get a contrastive unit.")
+    class_errors: bool = Field(
+        False,
+        description="Targeted mode: also give each class a list unit scored by its dev errors × mean "
+        "uncertainty, so the classes the classifier gets wrong get texts beyond their pairs and clusters.",
+    )
     hard_quantile: float = Field(
         0.5,
         ge=0,

@@ -50,9 +50,8 @@ class JudgeConfig(StrictModel):
         description="Real example texts shown under each option (from the examples the caller passes, e.g. "
         "the few-shot training texts); 0 shows label names only.",
     )
-    example_chars: int = Field(
-        160, ge=20, description="Example texts and the judged text are cut to this many characters."
-    )
+    example_chars: int = Field(160, ge=20, description="Example texts are cut to this many characters.")
+    text_chars: int = Field(500, ge=20, description="The judged text is cut to this many characters.")
     option_order: Literal["mixed", "alphabetical"] = Field(
         "mixed",
         description="mixed: a fixed pseudo-random order per set of options, so the intended label's letter "
@@ -76,6 +75,15 @@ class JudgeConfig(StrictModel):
         description="Probability (among the options) the judge must give another label to overrule the "
         "intended one; below it a disagreement counts as unsure. Without log-probabilities from the backend "
         "a disagreement overrules only when this is 0.",
+    )
+    calibrate: Literal["none", "batch"] = Field(
+        "none",
+        description="batch: divide each letter's probability by its mean over the texts of one judge call "
+        "before choosing (removes a small model's preference for a letter, e.g. always A, at no extra call); "
+        "needs log-probabilities and at least calibrate_min answered texts.",
+    )
+    calibrate_min: int = Field(
+        20, ge=2, description="Fewest answered texts in one judge call for batch calibration to apply."
     )
     batch_size: int = Field(
         64, ge=1, description="Texts per backend call (all of a batch's requests go in one generate call)."

@@ -59,9 +59,12 @@ class VerifierConfig(StrictModel):
         "tokens.",
     )
     threshold: float = Field(
-        0.0,
+        -0.1,
         description="Least per-token log-likelihood ratio, own context minus the best rival's (nats per "
-        "token), that keeps a candidate; below it the candidate gets verdict.",
+        "token), that keeps a candidate; below it the candidate gets verdict. Measured on 300 real BANKING77 "
+        "texts (half with the 10-shot classifier's most confusable wrong label; Gemma-3-270M, 8 examples, "
+        "2 rivals): -0.1 keeps 89 % of right and 22 % of wrong labels alone, 85 % and 9 % together with the "
+        "classifier's margin rule (which alone keeps 93 % and 21 %); 0.0 keeps 81 % and 15 %.",
     )
     verdict: Literal["drop", "review", "relabel"] = Field(
         "drop",
@@ -70,10 +73,13 @@ class VerifierConfig(StrictModel):
         "otherwise drop).",
     )
     relabel_margin: float = Field(
-        0.0,
+        0.3,
         ge=0.0,
         description="With verdict relabel: how many nats per token the best rival must be likelier than the "
-        "intended label for the text to take the rival's label.",
+        "intended label for the text to take the rival's label. Measured as for threshold (1 rival): at 0.3 "
+        "63 % of wrong labels were relabelled, 99 % of them to the gold label, but 6 % of right labels were "
+        "relabelled too; since a wrong label costs about six right ones, prefer drop unless another check "
+        "(the classifier) agrees.",
     )
     score_end: bool = Field(
         True,
@@ -84,6 +90,7 @@ class VerifierConfig(StrictModel):
         128,
         ge=1,
         description="Label contexts whose evaluated KV state is kept in memory for later calls (least "
-        "recently used dropped first). With Gemma-3-270M a context of 8 examples takes about 4 MB.",
+        "recently used dropped first). With Gemma-3-270M a context of 8 BANKING77 examples (160 tokens) "
+        "takes 3 MB.",
     )
     seed: int = Field(0, description="Seed of the example sample of each label's context.")

@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from activesynth.agent.config.llm import LocalConfig
+from activesynth.agent.files import cache_dir
 from activesynth.agent.llm import models as packaged
 from activesynth.agent.llm.protocol import (
     PROMPT_TOO_LONG,
@@ -87,8 +88,9 @@ _ALIASES = {
 
 
 def default_cache_dir() -> Path:
-    """``$ACTIVESYNTH_CACHE`` or ``~/.cache/activesynth``."""
-    return Path(os.environ.get("ACTIVESYNTH_CACHE", Path.home() / ".cache" / "activesynth"))
+    """Where assembled and dequantized models live: :func:`activesynth.agent.files.cache_dir` (one cache root
+    for embeddings and models)."""
+    return cache_dir()
 
 
 @dataclass(frozen=True)

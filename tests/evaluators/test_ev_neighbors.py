@@ -50,6 +50,10 @@ def test_right_labels_pass_and_rival_prototypes_are_caught(embedder, ensemble, s
     assert kept_wrong <= 0.3, kept_wrong
     dropped = [d for d in check.judge(wrong, context) if d.verdict == Verdict.DROP]
     assert dropped and dropped[0].reason.startswith("near_rival: nearer real texts of ")
+    # relabel: a wrong text the classifier also puts with the rival gets the rival's label back
+    relabeled = LabelNeighbors(quantile=0.05, verdict="relabel").judge(wrong, context)
+    back = [(d.relabel, c) for d, c in zip(relabeled, right, strict=True) if d.relabel]
+    assert back and np.mean([label == c.label for label, c in back]) >= 0.6  # mostly the true label
 
 
 def test_without_references_nothing_is_checked(embedder, ensemble):

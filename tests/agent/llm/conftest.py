@@ -179,7 +179,7 @@ def smollm2_gguf() -> Path:
     return next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
 
 
-SERVER_LIFETIME_S = 900
+SERVER_LIFETIME_S = 3600  # a backstop only: the server dies with pytest (PDEATHSIG) and after its module
 
 
 def _die_with_parent() -> None:
@@ -191,12 +191,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def llama_server():
     """llama-cpp-python's OpenAI-compatible server serving SmolLM2 on loopback; yields its base URL.
 
-    Started with a bounded wait (90 s) and stopped at the end of the session; it also dies with this process
-    and is killed after ``SERVER_LIFETIME_S`` whatever happens.
+    Started with a bounded wait (90 s) for each test module that uses it and stopped after that module (a
+    session-wide server could outlive its watchdog on a busy machine); it also dies with this process and is
+    killed after ``SERVER_LIFETIME_S`` whatever happens.
     """
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed (see the Makefile's setup for the portable build)")

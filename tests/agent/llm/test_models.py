@@ -149,6 +149,14 @@ def test_a_missing_download_tool_is_one_line(tmp_path):
     assert leftovers(tmp_path / "cache", model) == []
 
 
+def test_an_unwritable_cache_is_one_line(tmp_path):
+    model, links, _ = fake_model(tmp_path, parts=2)
+    (tmp_path / "not-a-folder").write_text("a file where the cache folder should be")
+    with pytest.raises(BackendError) as exc:
+        fetch_and_assemble(model, tmp_path / "not-a-folder", find_links=links)
+    assert "cannot write to" in one_line(exc)
+
+
 def test_no_network_is_one_line(tmp_path, monkeypatch):
     model, _, _ = fake_model(tmp_path, parts=2)
     with socket.socket() as s:  # a loopback port that nobody listens on

@@ -153,6 +153,7 @@ def context_from_run(run: Run, n: int, llm_judge: LLMJudge | None = None) -> Fil
         few_shot_texts=few_shot,
         generator=run.config.generate.backend,
         task=_task(run, n),
+        llm_cache=run.llm_cache_path(),
         llm_judge=llm_judge,
     )
 

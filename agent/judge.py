@@ -21,7 +21,7 @@ a failed request, or a disagreement below ``min_confidence``). An unusable answe
 
 Use::
 
-    judge = make_judge(JudgeConfig(enabled=True), generator=backend, cache=LLMCache(path), examples=few_shot)
+    judge = make_judge(JudgeConfig(), generator=backend, cache=LLMCache(path), examples=few_shot)
     verdicts = judge.judge([JudgeItem(text, label, rivals) for ...])
     context.llm_judge = as_filter_judge(verdicts)   # the evaluators' per-text judge callable
 """

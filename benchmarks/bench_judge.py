@@ -195,9 +195,7 @@ def main() -> None:
         be = LocalBackend(LocalConfig(model=spec, runtime="llama_cpp", threads=args.threads, n_ctx=2048))
         be.load()
         for k in (int(x) for x in args.examples.split(",")):
-            cfg = JudgeConfig(
-                enabled=True, rivals=args.rivals, examples_per_option=k, min_confidence=args.min_confidence
-            )
+            cfg = JudgeConfig(rivals=args.rivals, examples_per_option=k, min_confidence=args.min_confidence)
             with tempfile.TemporaryDirectory() as tmp:
                 cache = Path(args.cache) if args.cache else Path(tmp) / "llm.sqlite"
                 judge = make_judge(cfg, generator=be, cache=cache, examples=examples, task=TASK)

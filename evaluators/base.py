@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -139,6 +140,8 @@ class FilterContext:
         generator: the run's generator backend settings (``generate.backend``), for checks that use the
             generator model itself (``likelihood``).
         task: the task line prompts show (``plan.task``).
+        llm_cache: the run's LLM call cache (checks that ask a model store their answers there; None: a
+            temporary one).
         llm_judge: optional second opinion on labels (see :data:`LLMJudge`).
         active: set by the chain before each evaluator: False for candidates an earlier evaluator dropped.
             Greedy evaluators let only active candidates join their reference sets.
@@ -155,6 +158,7 @@ class FilterContext:
     labelled: tuple[Sequence[str], Sequence[str]] = field(default=((), ()), repr=False)
     generator: Any = field(default=None, repr=False)
     task: str = ""
+    llm_cache: Path | None = None
     llm_judge: LLMJudge | None = None
     active: list[bool] | None = None
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from activesynth.agent.config.base import StrictModel
+from activesynth.agent.config.judge import JudgeConfig
 from activesynth.agent.config.verify import VerifierConfig
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
 # right texts and cost about a point at 300 texts, while label_neighbors caught the same wrong ones.
 # label_agreement stays available (and takes an LLM judge), and so does the generator's likelihood check.
 DEFAULT_ORDER = ["quality", "pii", "leakage", "label_neighbors", "rouge_l", "embedding_dedup"]
-BUILTIN_FILTERS = (*DEFAULT_ORDER, "label_agreement", "likelihood")
+BUILTIN_FILTERS = (*DEFAULT_ORDER, "label_agreement", "likelihood", "llm_judge")
 
 
 class QualityOptions(StrictModel):
@@ -148,6 +149,11 @@ class FilterConfig(StrictModel):
         default_factory=VerifierConfig,
         description="The generator's own likelihood check (name 'likelihood' in the order to use it; "
         "about a second per candidate with Gemma-270M on 2 cores).",
+    )
+    llm_judge: JudgeConfig = Field(
+        default_factory=JudgeConfig,
+        description="An LLM's multiple-choice verdict on each label (name 'llm_judge' in the order to use "
+        "it; its backend defaults to the generator's).",
     )
     rouge_l: RougeLOptions = Field(default_factory=RougeLOptions, description=RougeLOptions.__doc__)
     embedding_dedup: EmbeddingDedupOptions = Field(

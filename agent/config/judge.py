@@ -2,7 +2,8 @@
 text (its intended label and the classifier's top rivals, one letter as the answer), asked in batches through
 any backend and the LLM call cache.
 
-Not yet part of :class:`~activesynth.agent.config.run.RunConfig`; the loop and the filters take it from there.
+In a run, the ``filter.llm_judge`` section: name ``llm_judge`` in ``filter.order`` to ask the judge about
+every candidate that reaches it (``activesynth.evaluators.judge``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ __all__ = ["JudgeConfig"]
 class JudgeConfig(StrictModel):
     """How the LLM judge asks and what its answers mean."""
 
-    enabled: bool = Field(False, description="Ask the judge about candidate texts at all.")
     backend: BackendConfig | None = Field(
         None,
         description="The judge's own backend (local, openai or vllm settings); None: the generator's backend "
@@ -87,5 +87,11 @@ class JudgeConfig(StrictModel):
     )
     batch_size: int = Field(
         64, ge=1, description="Texts per backend call (all of a batch's requests go in one generate call)."
+    )
+    on_disagree: Literal["drop", "review", "relabel"] = Field(
+        "drop",
+        description="What a confident disagreement does to a candidate in the filter chain: drop it, flag it "
+        "for review, or give it the judge's label. Whatever this says, a candidate is relabelled when the "
+        "judge and the round's classifier agree on the same other label.",
     )
     seed: int = Field(0, description="Seed of the mixed option order and of sampling.")

@@ -180,3 +180,18 @@ def test_later_round_sees_earlier_accepted_and_dry_run(run_dir):
     first = result.outcome.results[0]
     assert not first.accepted
     assert any("accepted in an earlier round" in d.reason for d in first.decisions)
+
+
+def test_the_llm_judge_asks_the_runs_own_generator(run_dir):
+    """``llm_judge`` in the order: filter_run builds the judge from the run's generator settings (the local
+    Gemma through llama.cpp) and keeps its answers in the run's LLM cache."""
+    pytest.importorskip("llama_cpp")
+    run = Run.open(run_dir)
+    config = run.config.filter.model_copy(update={"order": [*run.config.filter.order, "llm_judge"]})
+    result = filter_run(run, 1, config=config, write=False, metrics=False)
+    judged = [d for r in result.outcome.results for d in r.decisions if d.evaluator == "llm_judge"]
+    assert len(judged) == 8  # every usable candidate is judged, dropped ones included
+    codes = {d.code for d in judged}
+    assert codes <= {"judge_agrees", "judge_disagrees", "relabeled", "not_checked"}
+    assert codes - {"not_checked"}, [d.reason for d in judged]  # the model answered
+    assert run.llm_cache_path().exists()

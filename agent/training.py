@@ -3,12 +3,29 @@
 Real texts always stay in the mix with weight 1; synthetic texts are capped per class and weighted, and the
 weights keep every class's real prior (no prior shift from feeding a subset of classes). The synthetic weight
 is chosen on the selection split, never on test.
+
+Synthetic labels can be wrong (an LLM writes a text of a confusable sibling class), so
+``loop.synthetic_targets`` chooses how a synthetic text is trained, using the posterior of a classifier
+trained on the real texts only (it never saw a synthetic text):
+
+* ``hard``: its label (the behaviour before the option).
+* ``soft``: a soft target, 1 − α on its label and α over its k likeliest other classes in proportion to
+  that posterior. Any classifier that takes ``sample_weight`` learns it: the text becomes k + 1 rows
+  (text, class j, weight × target_j), and a weighted cross-entropy over those rows is the cross-entropy
+  with the soft target.
+* ``confidence``: its label, with the weight times c = p(label) / max_j p(j): 1 when the real-only
+  classifier finds the label the likeliest, and the likelihood ratio of the label against the
+  classifier's own choice otherwise (a text that looks like a rival class counts less).
+
+Class balancing is computed on the synthetic texts' own labels (as for ``hard``); a soft text's balanced
+weight is then split over its rows, so the rows of a text always add up to the text's weight.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,22 +34,30 @@ from activesynth.agent.config import RunConfig
 from activesynth.agent.datasets import Dataset
 
 __all__ = [
+    "SyntheticRows",
     "cap_synthetic",
     "drop_probability",
     "evaluate",
     "fit_with_synthetic",
+    "label_confidence",
+    "real_only_classifier",
     "select_weight",
     "selection_split",
+    "soft_targets",
+    "synthetic_rows",
     "synthetic_weights",
 ]
 
 
 def synthetic_weights(
-    real_labels: list[str], syn_labels: list[str], weight: float, balance: bool = True
+    real_labels: list[str], syn_labels: list[str], weight: float, balance: bool = True, scale=None
 ) -> np.ndarray:
-    """Sample weights: 1 for real texts, ``weight`` for synthetic ones; with ``balance``, each class's
-    total mass is rescaled so the classes keep the real data's prior (total mass unchanged)."""
+    """Sample weights: 1 for real texts, ``weight`` (times ``scale``, one factor per synthetic text, when
+    given) for synthetic ones; with ``balance``, each class's total mass is rescaled so the classes keep the
+    real data's prior (total mass unchanged)."""
     w = np.array([1.0] * len(real_labels) + [weight] * len(syn_labels))
+    if scale is not None:
+        w[len(real_labels) :] *= np.asarray(scale, dtype=float)
     if not balance or not syn_labels:
         return w
     labels = np.array(list(real_labels) + list(syn_labels))
@@ -57,13 +82,94 @@ def cap_synthetic(records: list[dict], real_counts: Counter, ratio: float) -> li
     return out
 
 
-def fit_with_synthetic(config: RunConfig, ds: Dataset, embedder, synthetic: list[dict], weight: float):
-    """A fresh classifier on real train + synthetic texts with the loop's weighting."""
+def label_confidence(proba: np.ndarray, classes: list[str], labels: list[str]) -> np.ndarray:
+    """Per text, p(label) / max_j p(j) under ``proba`` (rows aligned with ``labels``, columns with
+    ``classes``): 1 where the label is the likeliest class, the label's likelihood ratio to it otherwise."""
+    if not labels:
+        return np.zeros(0)
+    col = {c: j for j, c in enumerate(classes)}
+    p = np.asarray(proba, dtype=float)
+    own = p[np.arange(len(labels)), [col[lab] for lab in labels]]
+    return own / np.maximum(p.max(axis=1), 1e-12)
+
+
+def soft_targets(
+    proba: np.ndarray, classes: list[str], labels: list[str], alpha: float, rivals: int
+) -> list[list[tuple[str, float]]]:
+    """Per text, its soft target as (class, share) pairs: 1 − ``alpha`` on its label, ``alpha`` over the
+    ``rivals`` likeliest other classes in proportion to ``proba`` restricted to them (evenly when they all
+    have probability 0). The shares of a text add up to 1; a zero share gets no pair."""
+    col = {c: j for j, c in enumerate(classes)}
+    k = min(rivals, len(classes) - 1)
+    out = []
+    for p, lab in zip(np.asarray(proba, dtype=float), labels, strict=True):
+        pairs = [(lab, 1.0 - alpha)]
+        if alpha > 0 and k > 0:
+            others = p.copy()
+            others[col[lab]] = -np.inf
+            top = np.argsort(-others, kind="stable")[:k]
+            q = np.clip(others[top], 0, None)
+            q = q / q.sum() if q.sum() > 0 else np.full(k, 1.0 / k)
+            pairs += [(classes[j], alpha * float(s)) for j, s in zip(top, q, strict=True) if s > 0]
+        out.append(pairs)
+    return out
+
+
+@dataclass
+class SyntheticRows:
+    """How synthetic texts enter training: row ``r`` is text ``text[r]`` (an index into the texts) with label
+    ``labels[r]`` and share ``share[r]`` of that text's weight; ``scale`` (one factor per text, or None)
+    multiplies the texts' weights before class balancing."""
+
+    text: np.ndarray
+    labels: list[str]
+    share: np.ndarray
+    scale: np.ndarray | None = None
+
+
+def synthetic_rows(loop, records: list[dict], reference=None) -> SyntheticRows:
+    """The training rows of synthetic ``records`` under ``loop.synthetic_targets`` (see the module
+    docstring); ``reference`` is the real-only classifier whose posterior 'soft' and 'confidence' use."""
+    labels = [r["label"] for r in records]
+    mode = loop.synthetic_targets
+    if mode == "hard" or not records:
+        return SyntheticRows(np.arange(len(records)), labels, np.ones(len(records)))
+    if reference is None:
+        raise ValueError(f"synthetic_targets={mode!r} needs the real-only classifier's posteriors")
+    proba = reference.predict_proba([r["text"] for r in records])
+    classes = list(reference.classes_)
+    if mode == "confidence":
+        conf = label_confidence(proba, classes, labels)
+        return SyntheticRows(np.arange(len(records)), labels, np.ones(len(records)), conf)
+    targets = soft_targets(proba, classes, labels, loop.soft_alpha, loop.soft_rivals)
+    index = [i for i, pairs in enumerate(targets) for _ in pairs]
+    return SyntheticRows(
+        np.array(index, dtype=int),
+        [c for pairs in targets for c, _ in pairs],
+        np.array([s for pairs in targets for _, s in pairs]),
+    )
+
+
+def real_only_classifier(config: RunConfig, ds: Dataset, embedder):
+    """The classifier of the real training texts alone (round 1's model)."""
+    return build_classifier(config.classifier, embedder).fit(ds.train.texts, ds.train.labels)
+
+
+def fit_with_synthetic(
+    config: RunConfig, ds: Dataset, embedder, synthetic: list[dict], weight: float, reference=None
+):
+    """A fresh classifier on real train + synthetic texts with the loop's weighting and targets;
+    ``reference``: the real-only classifier for 'soft' and 'confidence' targets (fitted here if None)."""
     cfg = config
     syn = cap_synthetic(synthetic, Counter(ds.train.labels), cfg.loop.max_synthetic_per_real)
-    texts = list(ds.train.texts) + [r["text"] for r in syn]
-    labels = list(ds.train.labels) + [r["label"] for r in syn]
-    w = synthetic_weights(list(ds.train.labels), [r["label"] for r in syn], weight, cfg.loop.balance)
+    if reference is None and syn and cfg.loop.synthetic_targets != "hard":
+        reference = real_only_classifier(cfg, ds, embedder)
+    rows = synthetic_rows(cfg.loop, syn, reference)
+    real = list(ds.train.labels)
+    w = synthetic_weights(real, [r["label"] for r in syn], weight, cfg.loop.balance, rows.scale)
+    texts = list(ds.train.texts) + [syn[i]["text"] for i in rows.text]
+    labels = real + rows.labels
+    w = np.concatenate([w[: len(real)], w[len(real) :][rows.text] * rows.share])
     return build_classifier(cfg.classifier, embedder).fit(texts, labels, sample_weight=w)
 
 
@@ -73,16 +179,19 @@ def selection_split(ds: Dataset):
 
 
 def select_weight(
-    config: RunConfig, ds: Dataset, embedder, synthetic: list[dict]
+    config: RunConfig, ds: Dataset, embedder, synthetic: list[dict], reference=None
 ) -> tuple[float, float, object, dict]:
-    """Try each configured synthetic weight; return (weight, selection macro-F1, classifier, table)."""
+    """Try each configured synthetic weight; return (weight, selection macro-F1, classifier, table).
+    ``reference``: the real-only classifier for 'soft' and 'confidence' targets (fitted once if None)."""
     from activesynth.evaluators.metrics.classification import classification_metrics
 
     split = selection_split(ds)
     table: dict[str, float] = {}
     best = None
+    if reference is None and synthetic and config.loop.synthetic_targets != "hard":
+        reference = real_only_classifier(config, ds, embedder)
     for w in config.loop.synthetic_weights if synthetic else [1.0]:
-        clf = fit_with_synthetic(config, ds, embedder, synthetic, w)
+        clf = fit_with_synthetic(config, ds, embedder, synthetic, w, reference)
         f1 = classification_metrics(split.labels, clf.predict_proba(split.texts), clf.classes_)["macro_f1"]
         table[str(w)] = f1
         if best is None or f1 > best[1] + 1e-12:

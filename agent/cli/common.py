@@ -197,4 +197,10 @@ def progress_printer(console, status) -> Callable[[str], None]:
         status.update(msg)
         console.log(msg, markup=False, highlight=False)
 
+    def show(msg: str) -> None:  # progress lines of a long stage: the live status line, and the log when
+        status.update(msg)  # the output is not a terminal (the lines come about every 10 s)
+        if not console.is_terminal:
+            console.log(msg, markup=False, highlight=False)
+
+    progress.show = show  # type: ignore[attr-defined]  # see activesynth.agent.progress
     return progress

@@ -133,7 +133,8 @@ def generate_cmd(
             print_plan(plan, console, path, made)
             if dry_run:
                 return _show_prompts(r, plan, cfg, show, console)
-            result = generate_round(r, n, cfg)
+            with console.status("generating") as status:
+                result = generate_round(r, n, cfg, progress=c.progress_printer(console, status).show)
     except (BackendError, RunError, OSError, ValueError) as e:
         c.fail(str(e))
     _print_result(result, r.round_dir(n), console)

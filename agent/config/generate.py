@@ -77,6 +77,18 @@ class PlannerConfig(StrictModel):
         description="Targeted mode: also give each class a list unit scored by its dev errors × mean "
         "uncertainty, so the classes the classifier gets wrong get texts beyond their pairs and clusters.",
     )
+    family_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Multiplier of the scores of each template family's units (list, contrastive, "
+        "evol_depth, evol_breadth) when the budget is shared out; a family not named gets 1. Set each round "
+        "by the loop when template_bandit is on.",
+    )
+    template_bandit: bool = Field(
+        False,
+        description="In a run, set family_weights before each round from the families' measured yield in "
+        "the earlier rounds (accepted texts per text asked, smoothed), so the budget moves toward the "
+        "templates that pay; each family keeps at least a quarter of its share to stay measured.",
+    )
     hard_quantile: float = Field(
         0.5,
         ge=0,

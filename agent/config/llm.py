@@ -103,7 +103,7 @@ class LocalConfig(StrictModel):
     cache_dir: Path | None = Field(
         None,
         description="Where assembled GGUFs and dequantized models live (default $ACTIVESYNTH_CACHE or "
-        "~/.cache/activesynth).",
+        "~/.cache/active-synthesis).",
     )
 
 

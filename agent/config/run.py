@@ -173,6 +173,20 @@ class LoopConfig(StrictModel):
     max_synthetic_per_real: float = Field(
         5.0, gt=0, description="Cap on synthetic texts per real training text of the same class."
     )
+    synthetic_targets: Literal["hard", "soft", "confidence"] = Field(
+        "hard",
+        description="How synthetic texts are trained (real texts always keep hard labels, weight 1): "
+        "'hard' = their label; 'soft' = 1 - soft_alpha on their label and soft_alpha over its "
+        "soft_rivals likeliest other classes, in proportion to the real-only classifier's posterior (as "
+        "weighted duplicate rows); 'confidence' = their label with the weight times p(label) / max p of "
+        "the real-only classifier (agent/training.py).",
+    )
+    soft_alpha: float = Field(
+        0.3, ge=0, lt=1, description="'soft' targets: share of a synthetic text's weight put on its rivals."
+    )
+    soft_rivals: int = Field(
+        3, ge=1, description="'soft' targets: how many rival classes (most probable first) share soft_alpha."
+    )
     approval_gate: bool = Field(
         False,
         description="Wait for a human to approve each round's accepted batch (chat/web) before retraining.",

@@ -12,6 +12,7 @@ import numpy as np
 from activesynth.agent.config import RunConfig
 from activesynth.agent.files import write_atomic, write_json
 from activesynth.agent.loop import run_loop
+from activesynth.agent.progress import prefixed
 from activesynth.agent.runs import Comparison, Run
 
 __all__ = ["ARMS", "compare_arms", "comparison_markdown", "comparison_table"]
@@ -60,7 +61,7 @@ def _arm(comparison: Comparison, base: RunConfig, seed: int, arm: str, backend, 
     run = Run.create(comparison.arm_path(seed, arm), cfg)
     with run.lock():
         summary = run.summary() if run.record().get("state") == "done" else None
-        return summary or run_loop(run, lambda m: say(f"[seed {seed} {arm}] {m}"), backend)
+        return summary or run_loop(run, prefixed(say, f"[seed {seed} {arm}] "), backend)
 
 
 def _write(comparison: Comparison, results: dict[str, list[dict]], seeds: list[int], arms) -> dict:

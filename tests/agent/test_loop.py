@@ -97,8 +97,8 @@ def test_rollback_keeps_samples_but_does_not_train_on_them(tmp_path, small_files
 
     real_select = loop.select_weight
 
-    def worse(config, ds, embedder, synthetic):
-        w, f1, clf, table = real_select(config, ds, embedder, synthetic)
+    def worse(config, ds, embedder, synthetic, **kw):
+        w, f1, clf, table = real_select(config, ds, embedder, synthetic, **kw)
         return w, (f1 - 0.5 if synthetic else f1), clf, table
 
     monkeypatch.setattr(loop, "select_weight", worse)
@@ -120,16 +120,16 @@ def test_rollback_needs_a_confident_drop(tmp_path, small_files, embed_cache, mon
     real_select = loop.select_weight
     _, backend = _backend(tmp_path)
 
-    def slightly_lower(config, ds, embedder, synthetic):  # same predictions, a selection score 0.001 lower
-        w, f1, clf, table = real_select(config, ds, embedder, synthetic)
+    def slightly_lower(config, ds, embedder, synthetic, **kw):  # same predictions, selection F1 0.001 lower
+        w, f1, clf, table = real_select(config, ds, embedder, synthetic, **kw)
         return w, (f1 - 0.001 if synthetic else f1), clf, table
 
     monkeypatch.setattr(loop, "select_weight", slightly_lower)
     run = Run.create(tmp_path / "noise", _config(small_files, embed_cache, rounds=1, robustness=False))
     assert run_loop(run, backend=backend)["rounds"][1]["rolled_back"] is False
 
-    def much_worse(config, ds, embedder, synthetic):
-        w, f1, clf, table = real_select(config, ds, embedder, synthetic)
+    def much_worse(config, ds, embedder, synthetic, **kw):
+        w, f1, clf, table = real_select(config, ds, embedder, synthetic, **kw)
         if synthetic:
             from activesynth.agent.classifier import build_classifier
 

@@ -207,3 +207,26 @@ def test_plan_round_trips_and_validates_edits(tmp_path, report, examples):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError):
         Plan.load(path)
+
+
+def test_family_weights_move_the_budget_between_template_families(report, examples):
+    def by_family(plan):
+        out: dict[str, int] = {}
+        for i in plan.items:
+            if not i.reason.startswith("spread"):
+                out[i.family] = out.get(i.family, 0) + i.n_texts
+        return out
+
+    cfg = PlannerConfig(n_texts=120, floor=2, cap=40, spread=0.2)
+    plain = by_family(Planner(cfg).plan(report, examples, COUNTS))
+    weights = {"contrastive": 0.25, "list": 2.0}
+    shifted_plan = Planner(cfg.model_copy(update={"family_weights": weights})).plan(report, examples, COUNTS)
+    shifted = by_family(shifted_plan)
+    assert shifted_plan.total_texts == 120  # the same budget, shared out differently
+    assert shifted["contrastive"] < plain["contrastive"] and shifted["list"] > plain["list"]
+    assert shifted["contrastive"] > 0  # a down-weighted family keeps some texts (its units keep the floor)
+    assert shifted_plan.config["family_weights"] == weights  # the plan records what shaped it
+    same = Planner(cfg.model_copy(update={"family_weights": {"evol_breadth": 1.0}})).plan(
+        report, examples, COUNTS
+    )
+    assert by_family(same) == plain

@@ -197,3 +197,32 @@ def test_real_local_generation_and_rerun_from_cache(plan, tmp_path):
     assert (tmp_path / "r1" / "candidates.jsonl").read_text() == (
         tmp_path / "r2" / "candidates.jsonl"
     ).read_text()
+
+
+def test_generation_reports_progress_with_counts_and_an_eta(plan, tmp_path):
+    lines = []
+    be = CachedBackend(canned_backend(), LLMCache(tmp_path / "c.sqlite"))
+    res = synthesize(plan, be, 1, progress=lines.append)
+    total = res.record["samples"]
+    assert lines[0].startswith(f"generating 1/{total} samples [")  # the first sample is shown at once
+    assert f"generating {total}/{total} samples" in lines[-1] and "texts parsed" in lines[-1]
+    assert "took" in lines[-1]
+    again = []
+    synthesize(plan, be, 1, progress=again.append)  # all from the cache
+    assert f"{total - res.failures} cached" in again[-1]  # failed samples were not cached
+
+
+def test_a_runs_generation_progress_reaches_its_event_log(tmp_path):
+    from activesynth.agent.config import RunConfig
+    from activesynth.agent.runs import Run
+    from activesynth.agent.synthesize import generate_round
+
+    run = Run.create(tmp_path / "run", RunConfig.model_validate({"data": {"dataset": "banking77"}}))
+    rnd = run.round_dir(1, create=True)
+    (rnd / "uncertainty_report.json").write_text((DATA / "uncertainty_report.json").read_text())
+    shown = []
+    cfg = run.config.generate.model_copy(update={"planner": PlannerConfig(n_texts=12, floor=2, cap=6)})
+    generate_round(run, 1, cfg, backend=canned_backend(), progress=shown.append)
+    events = [e for e in run.events() if e["stage"] == "progress"]
+    assert events and [e["message"] for e in events] == shown
+    assert events[-1]["round"] == 1 and "took" in events[-1]["message"]

@@ -31,6 +31,7 @@ LAYERS = [
     ("activesynth.agent.files", 0, "ground"),
     ("activesynth.agent.sqlite_pool", 0, "ground"),
     ("activesynth.agent.pii", 0, "ground"),
+    ("activesynth.agent.progress", 0, "ground"),
     ("activesynth.prompts", 0, "ground"),
     ("activesynth.agent", 2, "stages"),
     ("activesynth.evaluators", 2, "stages"),

@@ -89,20 +89,39 @@ CHAT_SETTABLE = (
     "uncertainty.",
     "report.",
 )
+# Inside the settable sections, settings that name a model, a server or a file (the label checks' own
+# backends and models) stay out of a chat's reach too; templates only by name.
+CHAT_FORBIDDEN = ("filter.llm_judge.backend", "filter.likelihood.model")
+CHAT_TEMPLATES = ("generate.planner.templates", "filter.llm_judge.template", "filter.likelihood.template")
 _TEMPLATE_REF = re.compile(r"[A-Za-z0-9_-]+(@[0-9a-f]{6,64})?")
 
 
+def _leaves(key: str, value: Any):
+    """(dotted key, value) of every setting a change touches: a mapping value sets each of its keys."""
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            yield from _leaves(f"{key}.{k}", v)
+    else:
+        yield key, value
+
+
 def check_chat_changes(changes: dict[str, Any]) -> None:
-    """Refuse (StoreError, one line) a change a chat may not make: a key outside :data:`CHAT_SETTABLE`, or a
-    template given as a path instead of ``name`` / ``name@sha12``."""
-    for key, value in changes.items():
-        if not key.startswith(CHAT_SETTABLE):
-            allowed = ", ".join(k.rstrip(".") for k in CHAT_SETTABLE)
-            raise StoreError(f"{key}: cannot be changed from chat (allowed: {allowed})")
-        if key.startswith("generate.planner.templates") and not (
-            isinstance(value, str) and _TEMPLATE_REF.fullmatch(value)
-        ):
-            raise StoreError(f"{key}: give a template name or name@sha12, not {value!r}")
+    """Refuse (StoreError, one line) a change a chat may not make: a key outside :data:`CHAT_SETTABLE` or
+    in :data:`CHAT_FORBIDDEN` (also inside a mapping set as a whole), or a template given as a path instead
+    of ``name`` / ``name@sha12``."""
+    allowed = ", ".join(k.rstrip(".") for k in CHAT_SETTABLE)
+    for top, whole in changes.items():
+        for key, value in _leaves(top, whole):
+            if not key.startswith(CHAT_SETTABLE):
+                raise StoreError(f"{key}: cannot be changed from chat (allowed: {allowed})")
+            if key.startswith(CHAT_FORBIDDEN):
+                raise StoreError(f"{key}: names a model or server; set it in the run's config, not from chat")
+            if (
+                key.startswith(CHAT_TEMPLATES)
+                and value is not None
+                and not (isinstance(value, str) and _TEMPLATE_REF.fullmatch(value))
+            ):
+                raise StoreError(f"{key}: give a template name or name@sha12, not {value!r}")
 
 
 class ApproveArgs(RunArg):

@@ -54,6 +54,8 @@ def describe(error: ValidationError, prefix: str = "") -> str:
         loc = ".".join(x for x in (prefix, loc) if x)
         if err["type"] == "extra_forbidden":
             msg = "unknown setting"
+        elif err["type"] == "union_tag_not_found":
+            msg = f"say which kind first ({loc + '.' if loc else ''}kind)"
         elif err["type"] in ("model_type", "dict_type") and not loc:
             msg = f"expected a mapping of sections, got {type(err.get('input')).__name__}"
         else:
@@ -90,6 +92,8 @@ def override(config: M, changes: Mapping[str, Any]) -> M:
         node = data
         for depth, name in enumerate(parents):
             child = node.get(name) if isinstance(node, dict) else None
+            if child is None and isinstance(node, dict) and name in node:
+                child = node[name] = {}  # an optional section that is unset (None): set it up
             if not isinstance(child, dict):
                 where = ".".join(parents[: depth + 1])
                 raise ConfigError(f"{where}: unknown section" if child is None else f"{where}: not a section")

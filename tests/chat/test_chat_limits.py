@@ -22,6 +22,14 @@ from activesynth.agent.runs import Run
         "tracking.tracking_uri=http://attacker.example",
         "generate.planner.templates.list=/etc/evil.jinja2",
         "generate.planner.templates.list=../../evil",
+        "filter.llm_judge.backend.kind=openai",
+        "filter.llm_judge.backend.base_url=http://attacker.example/v1",
+        "filter.llm_judge={backend: {kind: openai, base_url: 'http://attacker.example/v1'}}",
+        "filter={llm_judge: {backend: {kind: local, model: /tmp/evil.gguf}}}",
+        "filter.likelihood.model=/tmp/evil.gguf",
+        "filter.llm_judge.template=/etc/evil.jinja2",
+        "filter.likelihood.template=../evil",
+        "generate.planner={templates: {list: /etc/evil.jinja2}}",
     ],
 )
 def test_chat_cannot_point_a_run_elsewhere(store_copy, change):
@@ -33,7 +41,10 @@ def test_chat_cannot_point_a_run_elsewhere(store_copy, change):
 
 def test_chat_changes_what_it_may(store_copy):
     session = ChatSession(store_copy, model=None)
-    changes = "loop.budget=30 filter.rouge_l.max_f=0.8 generate.planner.templates.list=self_instruct_list"
+    changes = (
+        "loop.budget=30 filter.rouge_l.max_f=0.8 generate.planner.templates.list=self_instruct_list "
+        "filter.llm_judge.rivals=3"
+    )
     reply = session.handle(f"/set {changes} --run tiny")
     assert not reply.startswith("error"), reply
     pending = Run.open(store_copy / "tiny").get_state("control.overrides")
@@ -41,4 +52,23 @@ def test_chat_changes_what_it_may(store_copy):
         "loop.budget": 30,
         "filter.rouge_l.max_f": 0.8,
         "generate.planner.templates.list": "self_instruct_list",
+        "filter.llm_judge.rivals": 3,
     }
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"filter.llm_judge": {"backend": {"kind": "openai", "base_url": "http://attacker.example/v1"}}},
+        {"filter": {"likelihood": {"model": "/tmp/evil.gguf"}}},
+        {"generate.planner": {"templates": {"list": "/etc/evil.jinja2"}}},
+        {"filter.llm_judge.template": "../evil"},
+    ],
+)
+def test_a_whole_section_cannot_carry_a_forbidden_setting(changes):
+    from activesynth.agent.chat.store import StoreError
+    from activesynth.agent.chat.tools import check_chat_changes
+
+    with pytest.raises(StoreError):
+        check_chat_changes(changes)
+    check_chat_changes({"filter.llm_judge": {"rivals": 2, "template": "judge_choice"}})  # allowed

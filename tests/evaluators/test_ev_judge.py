@@ -133,3 +133,17 @@ def test_settings_are_the_judge_config():
     assert cfg.settings_for("llm_judge")["rivals"] == 3
     with pytest.raises(ValueError, match="on_disagree"):
         FilterConfig.model_validate({"llm_judge": {"on_disagree": "shout"}})
+
+
+def test_the_judges_own_backend_is_set_by_dotted_overrides():
+    from activesynth.agent.config.base import ConfigError, override
+
+    cfg = override(
+        FilterConfig(), {"llm_judge.backend.kind": "local", "llm_judge.backend.model": "qwen2.5-coder-1.5b"}
+    )
+    assert cfg.llm_judge.backend.kind == "local" and cfg.llm_judge.backend.model == "qwen2.5-coder-1.5b"
+    assert override(cfg, {"llm_judge.backend": None}).llm_judge.backend is None  # back to the generator's
+    with pytest.raises(ConfigError, match=r"backend: say which kind first \(llm_judge.backend.kind\)"):
+        override(FilterConfig(), {"llm_judge.backend.model": "x"})
+    with pytest.raises(ConfigError, match="llm_judge.nothing: unknown section"):
+        override(FilterConfig(), {"llm_judge.nothing.x": 1})

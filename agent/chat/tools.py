@@ -90,8 +90,9 @@ CHAT_SETTABLE = (
     "report.",
 )
 # Inside the settable sections, settings that name a model, a server or a file (the label checks' own
-# backends and models) stay out of a chat's reach too; templates only by name.
-CHAT_FORBIDDEN = ("filter.llm_judge.backend", "filter.likelihood.model")
+# backends and models) stay out of a chat's reach too, and so does switching off the test-leakage guard;
+# templates only by name.
+CHAT_FORBIDDEN = ("filter.llm_judge.backend", "filter.likelihood.model", "filter.leakage_guard")
 CHAT_TEMPLATES = ("generate.planner.templates", "filter.llm_judge.template", "filter.likelihood.template")
 _TEMPLATE_REF = re.compile(r"[A-Za-z0-9_-]+(@[0-9a-f]{6,64})?")
 
@@ -115,7 +116,7 @@ def check_chat_changes(changes: dict[str, Any]) -> None:
             if not key.startswith(CHAT_SETTABLE):
                 raise StoreError(f"{key}: cannot be changed from chat (allowed: {allowed})")
             if key.startswith(CHAT_FORBIDDEN):
-                raise StoreError(f"{key}: names a model or server; set it in the run's config, not from chat")
+                raise StoreError(f"{key}: cannot be changed from chat; set it in the run's config")
             if (
                 key.startswith(CHAT_TEMPLATES)
                 and value is not None

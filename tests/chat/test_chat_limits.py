@@ -29,6 +29,7 @@ from activesynth.agent.runs import Run
         "filter.likelihood.model=/tmp/evil.gguf",
         "filter.llm_judge.template=/etc/evil.jinja2",
         "filter.likelihood.template=../evil",
+        "filter.leakage_guard=false",
         "generate.planner={templates: {list: /etc/evil.jinja2}}",
     ],
 )

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from activesynth.agent import control
-from activesynth.agent.classifier import build_classifier
 from activesynth.agent.config import RunConfig, override
 from activesynth.agent.datasets import Dataset
 from activesynth.agent.export import export
@@ -30,7 +29,7 @@ from activesynth.agent.report import build_report, write_report
 from activesynth.agent.runs import Round, Run
 from activesynth.agent.synthesize import generate_round
 from activesynth.agent.tracking import start_tracking
-from activesynth.agent.training import drop_probability, evaluate, select_weight
+from activesynth.agent.training import drop_probability, evaluate, real_only_classifier, select_weight
 from activesynth.evaluators.chain import FilterChain
 
 __all__ = ["acceptance_rate", "ask_for", "check_config", "report_round", "run_loop"]
@@ -74,7 +73,7 @@ def report_round(
     t = time.perf_counter()
     if classifier is None:
         say(f"embedding {len(ds.train)} training texts and training the '{cfg.classifier.kind}' classifier")
-        classifier = build_classifier(cfg.classifier, embedder).fit(ds.train.texts, ds.train.labels)
+        classifier = real_only_classifier(cfg, ds, embedder)
     timings["train"] = time.perf_counter() - t
     t = time.perf_counter()
     report = build_report(ds, classifier, embedder, cfg.uncertainty, cfg.report, seed=cfg.seed, progress=say)
@@ -205,7 +204,7 @@ def run_loop(run: Run, progress: Say | None = None, backend=None, dataset: Datas
     t_start = time.perf_counter()
     cfg = run.config
     # Round 1's model: real data only. It is also the real-only baseline of this run.
-    real_only = build_classifier(cfg.classifier, embedder).fit(ds.train.texts, ds.train.labels)
+    real_only = real_only_classifier(cfg, ds, embedder)
     state = _State(real_only, real_only=real_only)
     for n in range(1, cfg.loop.rounds + 1):
         say(f"round {n}: starting")  # a worker's progress hook may pause or stop here

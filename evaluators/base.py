@@ -179,15 +179,10 @@ class FilterContext:
 
     def rivals(self, texts: Sequence[str], labels: Sequence[str], k: int) -> list[tuple[str, ...]]:
         """Per text, the classifier's ``k`` most likely labels other than its own, best first."""
-        import numpy as np
+        from activesynth.agent.judge import rivals_from_proba
 
-        classes = list(self.classifier.classes_)
-        proba = np.asarray(self.classifier.predict_proba(list(texts)))
-        out = []
-        for row, label in zip(proba, labels, strict=True):
-            order = [classes[i] for i in np.argsort(-row) if classes[i] != label]
-            out.append(tuple(order[:k]))
-        return out
+        proba = self.classifier.predict_proba(list(texts))
+        return rivals_from_proba(proba, list(self.classifier.classes_), labels, k)
 
     def reference_texts(self) -> list[str]:
         """Real training texts followed by earlier accepted synthetic texts."""

@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from activesynth.agent.config.judge import JudgeConfig
 from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, register
 
@@ -31,7 +33,7 @@ class LLMJudgeCheck(JudgeConfig, Evaluator):
     """Drop, flag or relabel a candidate whose label an LLM judge confidently rejects."""
 
     def judge(self, candidates: Sequence[Candidate], context: FilterContext) -> list[Decision]:
-        from activesynth.agent.judge import JudgeItem
+        from activesynth.agent.judge import JudgeItem, rivals_from_proba
 
         if not candidates:
             return []
@@ -39,12 +41,13 @@ class LLMJudgeCheck(JudgeConfig, Evaluator):
             return [self.keep("not_checked: no classifier to name the rival labels")] * len(candidates)
         if self.backend is None and context.generator is None:
             return [self.keep("not_checked: no judge backend and no generator settings")] * len(candidates)
-        texts, labels = [c.text for c in candidates], [c.label for c in candidates]
-        rivals = context.rivals(texts, labels, self.rivals)
-        tops = context.rivals(texts, [""] * len(texts), 1)
+        classes = list(context.classifier.classes_)
+        proba = np.asarray(context.classifier.predict_proba([c.text for c in candidates]))
+        rivals = rivals_from_proba(proba, classes, [c.label for c in candidates], self.rivals)
         items = [JudgeItem(c.text, c.label, r, c.id) for c, r in zip(candidates, rivals, strict=True)]
         verdicts = self._ask(items, context)
-        return [self._decision(v, top[0] if top else None) for v, top in zip(verdicts, tops, strict=True)]
+        tops = [classes[int(j)] for j in proba.argmax(axis=1)]  # the classifier's own choice per text
+        return [self._decision(v, top) for v, top in zip(verdicts, tops, strict=True)]
 
     def _ask(self, items, context: FilterContext):
         from activesynth.agent.judge import make_judge

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +87,17 @@ def filter_candidates(
     metrics: bool = True,
     previous_report: dict[str, Any] | None = None,
     chain: FilterChain | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> FilterResult:
     """Run the chain; with ``out_dir`` write decisions.jsonl, accepted.jsonl and filter_report.json there.
+
+    ``progress`` gets the chain's progress lines (evaluators done, candidates still in, ETA).
 
     With ``metrics`` (and an embedder in the context) the report gets ``accepted_metrics`` of the accepted
     set, including a collapse warning against ``previous_report``'s.
     """
     config = config or FilterConfig()
-    outcome = (chain or FilterChain.from_config(config)).run(candidates, context)
+    outcome = (chain or FilterChain.from_config(config)).run(candidates, context, progress=progress)
     report = filter_report(
         outcome, round_index, examples=config.report_examples, config=config.model_dump(mode="json")
     )
@@ -172,6 +176,7 @@ def filter_run(
     write: bool = True,
     metrics: bool = True,
     context: FilterContext | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> FilterResult:
     """Filter the stored candidates of one round of a run (default: the latest round with candidates).
 
@@ -203,6 +208,7 @@ def filter_run(
             metrics=metrics,
             previous_report=previous,
             chain=chain,
+            progress=progress,
         )
 
 

@@ -276,7 +276,7 @@ def _round(run: Run, n: int, ds: Dataset, embedder, state: _State, backend, trac
     state.cost += gen.get("cost") or 0.0
     t = time.perf_counter()
     say(f"round {n}: filtering candidates")
-    fres = filter_run(run, n)
+    fres = filter_run(run, n, progress=display_of(say))
     new = _round_robin(run.round(n).read_jsonl(Round.ACCEPTED), quota)
     seconds["filter"] = time.perf_counter() - t
     if lc.approval_gate:

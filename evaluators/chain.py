@@ -7,7 +7,7 @@ import logging
 import pkgutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from activesynth.agent.config import FilterConfig, describe
+from activesynth.agent.progress import Ticker
 from activesynth.evaluators.base import Candidate, Decision, Evaluator, FilterContext, Verdict, registry
 
 __all__ = ["CandidateResult", "FilterChain", "FilterOutcome", "discover", "filter_report"]
@@ -108,13 +109,25 @@ class FilterChain:
     def order(self) -> list[str]:
         return [e.name for e in self.evaluators]
 
-    def run(self, candidates: Sequence[Candidate], context: FilterContext) -> FilterOutcome:
-        """Judge ``candidates``; unusable ones (status != "parsed") get one ``parser`` drop decision only."""
+    def run(
+        self,
+        candidates: Sequence[Candidate],
+        context: FilterContext,
+        progress: Callable[[str], None] | None = None,
+    ) -> FilterOutcome:
+        """Judge ``candidates``; unusable ones (status != "parsed") get one ``parser`` drop decision only.
+
+        ``progress`` gets a line as evaluators finish (at most every 10 s, and always the first and the last),
+        with the evaluators done, the candidates still in and an ETA (see :class:`Ticker`).
+        """
         usable = [i for i, c in enumerate(candidates) if c.status == "parsed"]
         work = [replace(candidates[i]) for i in usable]
         decisions: list[list[Decision]] = [[] for _ in work]
         active = [True] * len(work)
         seconds: dict[str, float] = {}
+        ticker = Ticker(
+            len(self.evaluators), f"filtering {len(work)} candidates", progress or _quiet, unit="evaluators"
+        )
         for ev in self.evaluators:
             t0 = time.perf_counter()
             ctx = replace(context, active=list(active))
@@ -135,6 +148,7 @@ class FilterChain:
                     work[i].label = d.relabel
             seconds[ev.name] = round(time.perf_counter() - t0, 3)
             log.info("%s: %d of %d dropped so far", ev.name, active.count(False), len(work))
+            ticker.tick(note=f"{ev.name} done · {active.count(True)} still in")
         by_index = dict(zip(usable, range(len(work)), strict=True))
         results = []
         for i, cand in enumerate(candidates):
@@ -147,6 +161,7 @@ class FilterChain:
             verdicts = {d.verdict for d in decisions[j]}
             ok = Verdict.DROP not in verdicts and (self.accept_review or Verdict.REVIEW not in verdicts)
             results.append(CandidateResult(work[j], decisions[j], ok))
+        ticker.done(f"{sum(r.accepted for r in results)} accepted")
         return FilterOutcome(results, self.order, seconds)
 
 
@@ -204,3 +219,7 @@ def filter_report(
         "seconds": outcome.seconds,
         "config": config,
     }
+
+
+def _quiet(line: str) -> None:
+    pass

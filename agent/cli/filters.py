@@ -113,8 +113,15 @@ def filter_cmd(
     flags["filter.order"] = [s.strip() for s in order.split(",") if s.strip()] if order else None
     flags["filter.leakage_guard"] = False if no_leakage_guard else None
     cfg = c.apply(r.config, c.changes_from(flags, set_))
+    from rich.console import Console
+
+    console = Console(stderr=True)
     try:
-        result = filter_run(r, round_, config=cfg.filter, write=not dry_run, metrics=metrics)
+        with console.status("filtering") as status:
+            show = c.progress_printer(console, status).show
+            result = filter_run(
+                r, round_, config=cfg.filter, write=not dry_run, metrics=metrics, progress=show
+            )
     except (FilterInputError, RunError, DataError, ValueError) as e:
         c.fail(str(e))
     print_report(result.report, examples=examples)

@@ -84,6 +84,22 @@ class LocalConfig(StrictModel):
         "transformers). More threads than free cores makes llama.cpp several times slower.",
     )
     batch_size: int = Field(8, ge=1, description="Prompts sampled together (transformers runtime).")
+    parallel: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Sequences llama.cpp decodes together in one batch, sharing the prompt prefix they "
+        "have in common (continuous batching; 1: one stream at a time through create_completion). Each "
+        "sequence has its own seeded sampler, so runs repeat exactly; the numbers are not bit-identical to "
+        "one-stream decoding (another batch shape rounds differently).",
+    )
+    parallel_ctx: int = Field(
+        8192,
+        ge=512,
+        description="Most tokens the KV cache shared by the parallel sequences holds (at least the longest "
+        "request's prompt plus max_tokens; fewer sequences run at once when prompts are long). Gemma-3-270M "
+        "needs about 18 MB per 1,000 tokens, Qwen2.5-Coder-1.5B about 29 MB.",
+    )
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="Weights dtype (transformers runtime)."
     )

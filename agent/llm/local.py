@@ -17,7 +17,9 @@ format foreign to it.
 
 Runtimes: ``transformers`` dequantizes a GGUF on first load and keeps the dequantized model on disk for next
 time; sampling is batched with left padding. ``llama_cpp`` (when the ``llama_cpp`` package is installed and
-the model is a GGUF file) runs one stream at a time but is faster per stream. ``auto`` picks llama.cpp when it
+the model is a GGUF file) decodes ``parallel`` sequences together with continuous batching and shared prompt
+prefixes (:mod:`activesynth.agent.llm.llama_batch`; ``parallel=1``: one stream at a time through
+``create_completion``, also the path of answers constrained by a grammar). ``auto`` picks llama.cpp when it
 can.
 
 Context: :attr:`LocalBackend.context_size` is the most tokens one request (prompt plus ``max_tokens``) may
@@ -168,6 +170,8 @@ class LocalBackend:
         self._model = None
         self._tokenizer = None
         self._llama = None
+        self._decoder = None
+        self.last_batch_stats = None  # DecodeStats of the last batched call (llama.cpp, parallel > 1)
 
     # -- context ---------------------------------------------------------------------------------------
     @property
@@ -224,6 +228,9 @@ class LocalBackend:
 
     def close(self) -> None:
         self._model = self._tokenizer = None
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
         if self._llama is not None:
             self._llama.close()
             self._llama = None
@@ -367,6 +374,9 @@ class LocalBackend:
                 n_ctx,
                 self.source.name,
             )
+            if self._decoder is not None:
+                self._decoder.close()
+                self._decoder = None
             self._llama.close()
             self._llama = None
         t0 = time.perf_counter()
@@ -390,6 +400,74 @@ class LocalBackend:
         cap = self.config.n_ctx_max or trained or llama.n_ctx()
         return max(llama.n_ctx(), min(cap, trained) if trained else cap)
 
+    def _generate_batched(self, llama, requests, on_result, results: list[Result]) -> list:
+        """Decode ``requests`` with :class:`~activesynth.agent.llm.llama_batch.BatchDecoder` (``parallel``
+        sequences at once), appending to ``results``; returns the requests it cannot take (answers constrained
+        by a grammar), which go one stream at a time."""
+        jobs, rest, by_id = _batch_jobs(llama, requests)
+        if not jobs:
+            return rest
+        jobs.sort(key=lambda j: j.tokens)  # prompts with a common prefix run side by side and share it
+        sizes = sorted((len(j.tokens) + j.max_tokens for j in jobs), reverse=True)
+        want = max(sizes[0], min(sum(sizes[: self.config.parallel]), self.config.parallel_ctx))
+        decoder = self._batch_decoder(llama, -(-want // _CTX_STEP) * _CTX_STEP)
+
+        def done(f) -> None:
+            req_id, i = f.key
+            res = Result(
+                request_id=req_id,
+                sample_index=i,
+                text=f.text,
+                finish_reason=f.finish_reason,
+                prompt_tokens=f.prompt_tokens,
+                completion_tokens=f.completion_tokens,
+                seconds=f.seconds,
+                choice_logprobs=f.choice_logprobs,
+            )
+            results.append(res)
+            if on_result:
+                on_result(by_id[req_id], res)
+
+        try:
+            stats = decoder.run(jobs, done)
+        except Exception as exc:  # noqa: BLE001 - recorded per sample, the run goes on
+            log.warning("llama.cpp batch failed: %s", exc)
+            finished = {(r.request_id, r.sample_index) for r in results}
+            for job in jobs:
+                if job.key not in finished:
+                    error = f"{type(exc).__name__}: {exc}"
+                    res = Result(request_id=job.key[0], sample_index=job.key[1], error=error)
+                    results.append(res)
+                    if on_result:
+                        on_result(by_id[job.key[0]], res)
+            return rest
+        self.last_batch_stats = stats
+        log.info(
+            "llama.cpp decoded %d samples, %d sequences at most at once: %d completion tokens in %.1fs "
+            "(%.1f tok/s), %.0f%% of %d prompt tokens reused from the cache",
+            stats.jobs,
+            stats.max_parallel,
+            stats.completion_tokens,
+            stats.seconds,
+            stats.completion_tokens / max(stats.seconds, 1e-9),
+            100 * stats.prompt_reuse,
+            stats.prompt_tokens,
+        )
+        return rest
+
+    def _batch_decoder(self, llama, n_ctx: int):
+        """The batch decoder on ``llama``'s weights, with a KV cache of at least ``n_ctx`` tokens."""
+        from activesynth.agent.llm.llama_batch import BatchDecoder
+
+        d = self._decoder
+        if d is not None and d.llama is llama and d.n_ctx >= n_ctx:
+            return d
+        if d is not None:
+            d.close()
+        self._decoder = BatchDecoder(llama, self.config.parallel, n_ctx, self.config.threads)
+        self._decoder.llama = llama
+        return self._decoder
+
     def _generate_llama(self, requests, on_result) -> list[Result]:
         llama = self._load_llama()
         sizes = [_llama_request_tokens(llama, req) for req in requests]
@@ -407,14 +485,19 @@ class LocalBackend:
         if not templated and any(r.mode == "chat" for r in requests):
             log.warning("%s has no chat template; sending chat messages as plain text", self.source.name)
         results = []
+        one_by_one = []
         for req, n_prompt in zip(requests, sizes, strict=True):
-            s = req.sampling
-            if n_prompt + s.max_tokens > context:
+            if n_prompt + req.sampling.max_tokens > context:
                 for res in _too_long_results(req, n_prompt, context):
                     results.append(res)
                     if on_result:
                         on_result(req, res)
-                continue
+            else:
+                one_by_one.append(req)
+        if self.config.parallel > 1:
+            one_by_one = self._generate_batched(llama, one_by_one, on_result, results)
+        for req in one_by_one:
+            s = req.sampling
             for i in req.sample_indices():
                 kwargs = dict(
                     max_tokens=s.max_tokens,
@@ -458,6 +541,40 @@ class LocalBackend:
                 if on_result:
                     on_result(req, res)
         return results
+
+
+def _batch_jobs(llama, requests: list[GenerationRequest]):
+    """Batch-decoder jobs (one per sample) for ``requests``, the requests left for one-stream decoding
+    (answers constrained by a grammar), and the requests by id."""
+    from activesynth.agent.llm.llama_batch import Job
+
+    jobs, rest, by_id = [], [], {}
+    for req in requests:
+        choices = None
+        if req.choices:
+            scorer = _ChoiceScorer(llama, req.choices)
+            if not scorer.single_token:
+                rest.append(req)
+                continue
+            choices = scorer.token_choice
+        tokens, stops = _llama_prompt(llama, req)
+        by_id[req.id] = req
+        s = req.sampling
+        for i in req.sample_indices():
+            jobs.append(
+                Job(
+                    key=(req.id, i),
+                    tokens=tokens,
+                    max_tokens=1 if choices else s.max_tokens,
+                    stop=tuple(stops),
+                    temperature=s.temperature,
+                    top_p=s.top_p,
+                    repeat_penalty=s.repetition_penalty,
+                    seed=s.seed + i,
+                    choices=choices,
+                )
+            )
+    return jobs, rest, by_id
 
 
 def _too_long_results(req: GenerationRequest, n_prompt: int, context: int) -> list[Result]:
@@ -523,11 +640,14 @@ def _llama_count(llama, text: str) -> int:
 
 
 class _PromptProbe(Exception):
-    """Raised by :class:`_ChatProbe` with the prompt a chat handler built."""
+    """Raised by :class:`_ChatProbe` with the prompt a chat handler built: its length, its tokens (``None``
+    when the handler passed text) and the stop strings the handler adds."""
 
-    def __init__(self, tokens: int) -> None:
+    def __init__(self, tokens: int, ids: list[int] | None = None, stop=None) -> None:
         super().__init__(tokens)
         self.tokens = tokens
+        self.ids = ids
+        self.stop = [stop] if isinstance(stop, str) else list(stop or [])
 
 
 class _ChatProbe:
@@ -546,8 +666,9 @@ class _ChatProbe:
     def create_completion(self, prompt, **kwargs):
         if isinstance(prompt, str | bytes):
             text = prompt.decode("utf-8") if isinstance(prompt, bytes) else prompt
-            raise _PromptProbe(_llama_count(self._llama, text))
-        raise _PromptProbe(len(prompt))
+            ids = self._llama.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            raise _PromptProbe(len(ids), ids, kwargs.get("stop"))
+        raise _PromptProbe(len(prompt), list(prompt), kwargs.get("stop"))
 
 
 def _llama_request_tokens(llama, req: GenerationRequest) -> int:
@@ -564,6 +685,26 @@ def _llama_request_tokens(llama, req: GenerationRequest) -> int:
         return probe.tokens
     # a handler that never calls create_completion: count the messages' text (a lower bound)
     return _llama_count(llama, "\n".join(c for _, c in req.messages or ()))
+
+
+def _llama_prompt(llama, req: GenerationRequest) -> tuple[list[int], list[str]]:
+    """The prompt tokens llama.cpp would evaluate for ``req`` and the stop strings it would use (the request's
+    own plus those its chat handler adds), exactly as ``create_completion`` / ``create_chat_completion``
+    build them."""
+    stops = list(req.sampling.stop)
+    if req.mode == "completion" or _llama_chat_template(llama) is None:
+        text = (req.prompt or "") if req.mode == "completion" else _plain_chat_prompt(req)
+        return llama.tokenize(text.encode("utf-8"), add_bos=True, special=True), stops
+    from llama_cpp import Llama
+
+    try:
+        Llama.create_chat_completion(
+            _ChatProbe(llama), messages=req.message_dicts(), max_tokens=1, stop=stops or None
+        )
+    except _PromptProbe as probe:
+        if probe.ids is not None:
+            return probe.ids, list(dict.fromkeys(probe.stop))
+    raise BackendError("the model's chat handler did not build a prompt")
 
 
 def _stop_criteria(tok, stops: list[str], prompt_len: int):

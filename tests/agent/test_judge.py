@@ -510,12 +510,13 @@ def test_real_llama_cpp_server_with_a_grammar(llama_server, tmp_path):  # noqa: 
 # -- the local model through llama.cpp ---------------------------------------------------------------------
 
 
-def local_or_skip(model: str):
+def local_or_skip(model: str, parallel: int = 8):
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama-cpp-python is not installed")
     from activesynth.agent.llm.local import LocalBackend
 
-    return LocalBackend(LocalConfig(model=model, runtime="llama_cpp", threads=2, n_ctx=1024))
+    config = LocalConfig(model=model, runtime="llama_cpp", threads=2, n_ctx=1024, parallel=parallel)
+    return LocalBackend(config)
 
 
 def packaged_or_skip(name: str) -> str:
@@ -563,12 +564,13 @@ def test_real_local_model_answers_one_letter_with_probabilities(gemma, tmp_path)
 def test_real_local_choices_match_llama_cpp_logprobs():
     """The scorer's log-probabilities equal those llama-cpp-python computes itself with ``logits_all``.
 
-    Both evaluate the whole prompt in one batch (a fresh model): a prompt evaluated after a reused prefix
-    gets log-probabilities up to ~0.1 apart with this quantized model (other batch shapes, other rounding).
+    Both evaluate the whole prompt in one batch (a fresh model, one stream): a prompt evaluated after a
+    reused prefix, or in the batch decoder's context, gets log-probabilities up to ~0.1 apart with this
+    quantized model (other batch shapes, other rounding); the next test covers the batch decoder.
     """
     from llama_cpp import Llama
 
-    gemma = local_or_skip("gemma3-270m")
+    gemma = local_or_skip("gemma3-270m", parallel=1)
 
     prompt = 'Labels:\nA) card arrival\nB) exchange rate\nMessage: "where is my card"\nAnswer:'
     req = GenerationRequest(
@@ -617,3 +619,41 @@ def test_real_packaged_instruction_model_as_judge(tmp_path):
         assert all(v.error is None and v.choice in v.options and v.probs for v in verdicts)
     finally:
         be.close()
+
+
+@pytest.mark.slow
+def test_real_local_batched_choices_agree_with_one_stream():
+    """The batch decoder answers choice questions as one-stream decoding does: same letter, log-probabilities
+    within 0.3, for several questions decoded together: prompts evaluated side by side in one batch use other
+    matrix kernels than one prompt alone, which moved a log-probability near -2.4 by up to 0.24 here (alone in
+    the batch decoder, the numbers equal one-stream decoding's to the printed digit)."""
+    one = local_or_skip("gemma3-270m", parallel=1)
+    many = local_or_skip("gemma3-270m", parallel=4)
+    msgs = [
+        "where is my card",
+        "what is the exchange rate today",
+        "my card has not arrived yet",
+        "euro rate?",
+    ]
+    reqs = [
+        GenerationRequest(
+            id=f"q{i}",
+            mode="completion",
+            prompt=f'Labels:\nA) card arrival\nB) exchange rate\nMessage: "{m}"\nAnswer:',
+            sampling=SamplingParams(temperature=0, max_tokens=1),
+            choices=("A", "B"),
+        )
+        for i, m in enumerate(msgs)
+    ]
+    try:
+        a = {r.request_id: r for r in one.generate(reqs)}
+        b = {r.request_id: r for r in many.generate(reqs)}
+        assert many.last_batch_stats is not None and many.last_batch_stats.jobs == 4
+    finally:
+        one.close()
+        many.close()
+    for rid, ra in a.items():
+        rb = b[rid]
+        assert rb.ok and rb.text == ra.text.strip() and rb.completion_tokens == 1
+        for letter in ("A", "B"):
+            assert rb.choice_logprobs[letter] == pytest.approx(ra.choice_logprobs[letter], abs=0.3)

@@ -207,3 +207,17 @@ def test_a_relabel_reaches_later_evaluators_and_the_accepted_record():
     assert record["label"] == "card_delivery_estimate" and record["relabeled_from"] == "card_arrival"
     assert cands[0].label == "card_arrival" and "relabeled_from" not in cands[0].record  # input left alone
     del registry["test_relabel"], registry["test_seen"]
+
+
+def test_chain_reports_progress_per_evaluator():
+    """Long filtering is never silent: a line after the first evaluator and a final one with the count."""
+    lines: list[str] = []
+    chain = FilterChain([QualityRules(), ShoutFilter(), RougeLFilter()])
+    cands = [cand(0, "Where is my new card?"), cand(1, "WHERE IS MY NEW CARD?"), cand(2, "Card not here yet")]
+    chain.run(cands, FilterContext(), progress=lines.append)
+    assert (
+        lines[0].startswith("filtering 3 candidates 1/3 evaluators")
+        and "quality done · 3 still in" in lines[0]
+    )
+    assert lines[-1].startswith("filtering 3 candidates 3/3 evaluators") and "2 accepted" in lines[-1]
+    assert "took " in lines[-1]

@@ -55,8 +55,18 @@ class CallSpy:
     def __init__(self, be: LocalBackend, monkeypatch) -> None:
         self.calls = 0
         if be.runtime == "llama_cpp":
+            from activesynth.agent.llm.llama_batch import BatchDecoder
+
             llama = be._load_llama()
             target, name = llama, "create_completion"
+            real_run = BatchDecoder.run
+
+            def counted_run(decoder, jobs, on_done):  # batched decoding: one model run per sample
+                jobs = list(jobs)
+                self.calls += len(jobs)
+                return real_run(decoder, jobs, on_done)
+
+            monkeypatch.setattr(BatchDecoder, "run", counted_run)
         else:
             target, name = be.load()[0], "generate"
         real = getattr(target, name)

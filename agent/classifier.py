@@ -1,283 +1,59 @@
-"""The target classifier: one interface, two implementations.
+"""The target classifier: one interface (:class:`Classifier`), five kinds, built by :func:`build_classifier`
+and loaded by :func:`load_classifier`.
 
-* :class:`HeadEnsemble` (``head``, default): K heads (logistic or a small MLP) on frozen, cached sentence
-  embeddings, each fit on a stratified bootstrap resample; members disagree where data is thin.
+* :class:`HeadEnsemble` (``head``, default; :mod:`.heads`): K heads (logistic or a small MLP) on frozen,
+  cached sentence embeddings, each fit on a stratified bootstrap resample; members disagree where data is
+  thin.
 * :class:`FinetuneClassifier` (``finetune``): the MiniLM body fine-tuned with mean pooling and a linear head;
   dropout stays available at inference for MC dropout.
+* :class:`HFClassifier` (``hf``; :mod:`.classifier_hf`): any ``AutoModelForSequenceClassification`` fine-tuned
+  with transformers' Trainer, early stopping and temperature scaling on the selection split, MC dropout.
+* :class:`SetFitClassifier` (``setfit``; :mod:`.classifier_setfit`): contrastive tuning of a
+  sentence-transformer body, then logistic heads on it.
+* :class:`CustomClassifier` (``custom``): a user's class named ``module:Class`` (or ``path/file.py:Class``)
+  that follows the :class:`Classifier` protocol; imported and checked when the classifier is built.
 
-Both take texts: ``fit(texts, labels, sample_weight=None)``, ``predict_proba(texts) -> (n, C)``,
+All take texts: ``fit(texts, labels, sample_weight=None)``, ``predict_proba(texts) -> (n, C)``,
 ``member_proba(texts) -> (K, n, C)``, ``save(dir)`` and ``load(dir, embedder)``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib
+import importlib.util
+import inspect
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from activesynth.agent.classifier_base import Classifier, FitContext
+from activesynth.agent.classifier_hf import HFClassifier
+from activesynth.agent.classifier_setfit import SetFitClassifier
 from activesynth.agent.config import ClassifierConfig
 from activesynth.agent.embed import Embedder
 from activesynth.agent.files import write_json
+from activesynth.agent.heads import HeadEnsemble
 
-__all__ = ["Classifier", "FinetuneClassifier", "HeadEnsemble", "build_classifier", "load_classifier"]
+__all__ = [
+    "KINDS",
+    "Classifier",
+    "CustomClassifier",
+    "FinetuneClassifier",
+    "FitContext",
+    "HFClassifier",
+    "HeadEnsemble",
+    "SetFitClassifier",
+    "build_classifier",
+    "check_classifier",
+    "load_classifier",
+    "load_custom_class",
+]
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Classifier(Protocol):
-    """What every target classifier offers."""
-
-    classes_: list[str]
-
-    def fit(self, texts: Sequence[str], labels: Sequence[str], sample_weight=None) -> Classifier: ...
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
-    def member_proba(self, texts: Sequence[str]) -> np.ndarray: ...
-    def save(self, path: Path) -> None: ...
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """Run small torch problems on ``n`` threads: on a busy 2-core machine, OpenMP threads that wait
-    for each other made a 0.5 s L-BFGS fit take minutes."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def _stratified_bootstrap(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    idx = []
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        idx.append(rng.choice(members, size=len(members), replace=True))
-    return np.concatenate(idx)
-
-
-class HeadEnsemble:
-    """An ensemble of heads on frozen embeddings (see module docstring).
-
-    Args:
-        embedder: computes (and caches) embeddings of the texts.
-        n_heads: ensemble size K.
-        head: ``"logistic"`` (multinomial, L2 with strength 1/C) or ``"mlp"`` (one hidden layer).
-        C: inverse regularisation of the logistic heads.
-        bootstrap: fit each head on a stratified bootstrap resample (head 0 always sees all data).
-        seed: seed of resamples and initialisation.
-        predict: ``"full"``: predictions come from head 0, fit on all data with its plain weights (the
-            resampled members only measure disagreement); ``"ensemble"``: the members' mean.
-    """
-
-    kind = "head"
-
-    def __init__(
-        self,
-        embedder: Embedder,
-        n_heads: int = 5,
-        head: str = "logistic",
-        C: float = 10.0,
-        bootstrap: bool = True,
-        seed: int = 0,
-        predict: str = "full",
-    ) -> None:
-        if head not in {"logistic", "mlp"}:
-            raise ValueError(f"head must be 'logistic' or 'mlp', not {head!r}")
-        if predict not in {"full", "ensemble"}:
-            raise ValueError(f"predict must be 'full' or 'ensemble', not {predict!r}")
-        self.predict_with = predict
-        self.embedder = embedder
-        self.n_heads = n_heads
-        self.head = head
-        self.C = C
-        self.bootstrap = bootstrap
-        self.seed = seed
-        self.classes_: list[str] = []
-        self._params: list[dict[str, np.ndarray]] = []
-
-    # -- training ----------------------------------------------------------------------------
-    def fit(self, texts: Sequence[str], labels: Sequence[str], sample_weight=None) -> HeadEnsemble:
-        """Fit K heads on the embeddings of ``texts``; ``sample_weight`` scales each text's loss."""
-        X = self.embedder.encode(list(texts))
-        return self.fit_embeddings(X, labels, sample_weight)
-
-    def fit_embeddings(self, X: np.ndarray, labels: Sequence[str], sample_weight=None) -> HeadEnsemble:
-        """Fit on precomputed embeddings (rows aligned with ``labels``)."""
-        self.classes_ = sorted(set(labels))
-        if len(self.classes_) < 2:
-            raise ValueError("need at least two classes to fit a classifier")
-        index = {c: i for i, c in enumerate(self.classes_)}
-        y = np.array([index[lab] for lab in labels])
-        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
-        rng = np.random.default_rng(self.seed)
-        self._params = []
-        with _torch_threads(1):
-            self._fit_heads(X, y, w, rng)
-        return self
-
-    def _fit_heads(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, rng: np.random.Generator) -> None:
-        for k in range(self.n_heads):
-            fit = self._fit_logistic if self.head == "logistic" else self._fit_mlp
-            if k == 0 or not self.bootstrap:
-                self._params.append(fit(X, y, w, seed=self.seed + k))
-            else:
-                # Bayesian bootstrap: every text stays in, with Exp(1) weights (normalised per class),
-                # so members disagree where the data is thin without dropping whole examples.
-                bw = rng.exponential(1.0, size=len(y))
-                for c in np.unique(y):
-                    m = y == c
-                    bw[m] *= m.sum() / bw[m].sum()
-                self._params.append(fit(X, y, w * bw, seed=self.seed + k))
-
-    def _fit_logistic(self, X, y, w, seed) -> dict[str, np.ndarray]:
-        """Multinomial logistic regression, minimising sum_i w_i CE_i + ||W||^2 / (2C) with L-BFGS.
-
-        The same objective as scikit-learn's ``LogisticRegression(C=C)``; full-batch L-BFGS in torch is
-        about two orders of magnitude faster here on cached embeddings.
-        """
-        import torch
-
-        Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).double()
-        yt = torch.from_numpy(y).long()
-        wt = torch.from_numpy(np.asarray(w, dtype=np.float64))
-        n_classes = len(self.classes_)
-        W = torch.zeros((n_classes, X.shape[1]), dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS(
-            [W, b],
-            lr=1,
-            max_iter=500,
-            tolerance_grad=1e-6,
-            tolerance_change=1e-10,
-            history_size=20,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure():
-            opt.zero_grad()
-            ce = torch.nn.functional.cross_entropy(Xt @ W.T + b, yt, reduction="none")
-            loss = (ce * wt).sum() + (W * W).sum() / (2 * self.C)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        Wn = W.detach().numpy().astype(np.float32)
-        bn = b.detach().numpy().astype(np.float32)
-        present = np.zeros(n_classes, dtype=bool)
-        present[np.unique(y)] = True
-        bn[~present] = -1e4  # a class missing from a resample gets no mass
-        return {"W": Wn, "b": bn}
-
-    def _fit_mlp(self, X, y, w, seed, hidden: int = 256, epochs: int = 300) -> dict[str, np.ndarray]:
-        import torch
-
-        g = torch.Generator().manual_seed(seed)
-        Xt, yt = torch.from_numpy(X).float(), torch.from_numpy(y).long()
-        wt = torch.from_numpy(w).float()
-        l1 = torch.nn.Linear(X.shape[1], hidden)
-        l2 = torch.nn.Linear(hidden, len(self.classes_))
-        for layer in (l1, l2):
-            torch.nn.init.normal_(layer.weight, std=0.02, generator=g)
-            torch.nn.init.zeros_(layer.bias)
-        params = list(l1.parameters()) + list(l2.parameters())
-        opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=1.0 / (self.C * len(y)))
-        for _ in range(epochs):
-            opt.zero_grad()
-            logits = l2(torch.relu(l1(Xt)))
-            loss = (torch.nn.functional.cross_entropy(logits, yt, reduction="none") * wt).sum() / wt.sum()
-            loss.backward()
-            opt.step()
-        return {
-            "W1": l1.weight.detach().numpy().copy(),
-            "b1": l1.bias.detach().numpy().copy(),
-            "W": l2.weight.detach().numpy().copy(),
-            "b": l2.bias.detach().numpy().copy(),
-        }
-
-    # -- inference ---------------------------------------------------------------------------
-    def _logits(self, p: dict[str, np.ndarray], X: np.ndarray) -> np.ndarray:
-        if "W1" in p:
-            X = np.maximum(X @ p["W1"].T + p["b1"], 0)
-        return X @ p["W"].T + p["b"]
-
-    def member_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
-        if not self._params:
-            raise RuntimeError("classifier is not fitted")
-        return np.stack([_softmax(self._logits(p, X)) for p in self._params]).astype(np.float32)
-
-    def member_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """(K, n, C) class probabilities of each head."""
-        return self.member_proba_embeddings(self.embedder.encode(list(texts)))
-
-    def predict_proba_embeddings(self, X: np.ndarray) -> np.ndarray:
-        """(n, C) probabilities of the point prediction (head 0, or the members' mean; see ``predict``)."""
-        if not self._params:
-            raise RuntimeError("classifier is not fitted")
-        if self.predict_with == "full":
-            return _softmax(self._logits(self._params[0], X)).astype(np.float32)
-        return self.member_proba_embeddings(X).mean(axis=0)
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, C) class probabilities of the point prediction."""
-        return self.predict_proba_embeddings(self.embedder.encode(list(texts)))
-
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        return [self.classes_[i] for i in self.predict_proba(texts).argmax(axis=1)]
-
-    # -- persistence -------------------------------------------------------------------------
-    def save(self, path: Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "kind": self.kind,
-            "classes": self.classes_,
-            "n_heads": self.n_heads,
-            "head": self.head,
-            "C": self.C,
-            "bootstrap": self.bootstrap,
-            "seed": self.seed,
-            "predict": self.predict_with,
-            "embedder": self.embedder.model_name,
-        }
-        arrays = {f"{k}__{name}": v for k, p in enumerate(self._params) for name, v in p.items()}
-        np.savez(path / "heads.npz", **arrays)
-        write_json(path / "classifier.json", meta)  # last: its presence means a complete model
-
-    @classmethod
-    def load(cls, path: Path, embedder: Embedder) -> HeadEnsemble:
-        path = Path(path)
-        meta = json.loads((path / "classifier.json").read_text())
-        obj = cls(
-            embedder,
-            meta["n_heads"],
-            meta["head"],
-            meta["C"],
-            meta["bootstrap"],
-            meta["seed"],
-            meta.get("predict", "ensemble"),  # models saved before the option predicted with the mean
-        )
-        obj.classes_ = meta["classes"]
-        with np.load(path / "heads.npz") as z:
-            params: dict[int, dict[str, np.ndarray]] = {}
-            for key in z.files:
-                k, name = key.split("__")
-                params.setdefault(int(k), {})[name] = z[key]
-        obj._params = [params[k] for k in sorted(params)]
-        return obj
 
 
 class FinetuneClassifier:
@@ -442,14 +218,218 @@ class FinetuneClassifier:
         return obj
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Bring your own classifier
+
+_NEEDS = "fit(texts, labels, sample_weight=None), predict_proba(texts), save(path), a classmethod load(path)"
+
+
+def _import_spec(spec: str):
+    """The module named by ``spec``'s part before the last ':' (a dotted module or a ``.py`` file)."""
+    where, _, _ = spec.rpartition(":")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where).expanduser().resolve()
+        if not path.is_file():
+            raise ValueError(f"classifier.custom: no file {where!r}")
+        name = f"activesynth_custom_{abs(hash(str(path)))}"
+        if name in sys.modules:
+            return sys.modules[name]
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[name]
+            raise ValueError(
+                f"classifier.custom: cannot import {where!r} ({type(e).__name__}: {e})"
+            ) from None
+        return module
+    try:
+        return importlib.import_module(where)
+    except Exception as e:
+        raise ValueError(f"classifier.custom: cannot import {where!r} ({type(e).__name__}: {e})") from None
+
+
+def _missing(cls: type) -> list[str]:
+    """What ``cls`` lacks of the :class:`Classifier` protocol (checkable on the class, before any fit)."""
+    missing = [name for name in ("fit", "predict_proba", "save") if not callable(getattr(cls, name, None))]
+    load = inspect.getattr_static(cls, "load", None)
+    if not isinstance(load, classmethod | staticmethod):
+        missing.append("load (a classmethod)")
+    fit = getattr(cls, "fit", None)
+    if callable(fit):
+        params = inspect.signature(fit).parameters
+        takes = "sample_weight" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        if not takes:
+            missing.append("fit's sample_weight argument")
+    return missing
+
+
+def load_custom_class(spec: str) -> type:
+    """Import and check the class named by ``classifier.custom`` (``module:Class`` or ``path/file.py:Class``);
+    any problem is a ``ValueError`` of one line naming what is missing."""
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        raise ValueError(f"classifier.custom: expected 'module:Class' or 'path/file.py:Class', got {spec!r}")
+    cls = getattr(_import_spec(spec), name, None)
+    if cls is None:
+        raise ValueError(f"classifier.custom: {where!r} has no class {name!r}")
+    if not inspect.isclass(cls):
+        raise ValueError(f"classifier.custom: {spec} is not a class")
+    missing = _missing(cls)
+    if missing:
+        raise ValueError(
+            f"classifier.custom: {spec} lacks {', '.join(missing)} (a classifier needs {_NEEDS})"
+        )
+    return cls
+
+
+class CustomClassifier:
+    """A user's classifier (``classifier.kind: custom``) behind the loop's interface: it checks what ``fit``
+    and ``predict_proba`` give back, adds ``member_proba`` (one member) when the class has none, and saves the
+    class name beside the model so that :func:`load_classifier` can load it."""
+
+    kind = "custom"
+
+    def __init__(self, spec: str, options: dict | None = None, inner=None) -> None:
+        self.spec = spec
+        self.options = dict(options or {})
+        cls = load_custom_class(spec)
+        if inner is None:
+            try:
+                inner = cls(**self.options)
+            except TypeError as e:
+                msg = f"classifier.custom_options: {spec} cannot be built with them ({e})"
+                raise ValueError(msg) from None
+        self.inner = inner
+        if callable(getattr(inner, "mc_proba", None)):
+            self.mc_proba = inner.mc_proba
+
+    @property
+    def classes_(self) -> list[str]:
+        classes = getattr(self.inner, "classes_", None)
+        if classes is None:
+            raise ValueError(f"classifier.custom: {self.spec} did not set classes_ in fit")
+        return [str(c) for c in classes]
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str], sample_weight=None) -> CustomClassifier:
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=float)
+        fitted = self.inner.fit(list(texts), list(labels), sample_weight=w)
+        self.inner = fitted if fitted is not None else self.inner
+        if set(self.classes_) != set(labels):
+            raise ValueError(f"classifier.custom: {self.spec}.classes_ after fit are not the training labels")
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        p = np.asarray(self.inner.predict_proba(texts), dtype=np.float64)
+        if p.shape != (len(texts), len(self.classes_)):
+            raise ValueError(
+                f"classifier.custom: {self.spec}.predict_proba gave shape {p.shape}, "
+                f"expected ({len(texts)}, {len(self.classes_)})"
+            )
+        return p
+
+    def member_proba(self, texts: Sequence[str]) -> np.ndarray:
+        if callable(getattr(self.inner, "member_proba", None)):
+            return np.asarray(self.inner.member_proba(list(texts)))
+        return self.predict_proba(texts)[None]
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        return [self.classes_[i] for i in self.predict_proba(texts).argmax(axis=1)]
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.inner.save(path / "custom")
+        where = self.spec.rpartition(":")[0]
+        file = str(Path(where).expanduser().resolve()) if where.endswith(".py") or "/" in where else None
+        meta = {"kind": self.kind, "custom": self.spec, "file": file, "options": self.options}
+        meta["classes"] = self.classes_
+        write_json(path / "classifier.json", meta)  # last: its presence means a complete model
+
+    @classmethod
+    def load(cls, path: Path, embedder: Embedder | None = None) -> CustomClassifier:
+        path = Path(path)
+        meta = json.loads((path / "classifier.json").read_text())
+        spec = meta["custom"]
+        if meta.get("file") and not Path(spec.rpartition(":")[0]).expanduser().is_file():
+            spec = f"{meta['file']}:{spec.rpartition(':')[2]}"  # saved from another working folder
+        inner = load_custom_class(spec).load(path / "custom")
+        obj = cls(meta["custom"], meta.get("options"), inner=inner)
+        obj.spec = spec
+        return obj
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Build and load
+
+KINDS = ("head", "finetune", "hf", "setfit", "custom")
+
+
+def check_classifier(cfg: ClassifierConfig) -> None:
+    """Checks that need more than the schema (a custom class is imported and checked); a ``ValueError`` of
+    one line, raised before any folder or model is made."""
+    if cfg.kind == "custom":
+        assert cfg.custom is not None  # the schema says so
+        load_custom_class(cfg.custom)
+
+
 def build_classifier(cfg: ClassifierConfig, embedder: Embedder):
     """A fresh classifier as the config says."""
     if cfg.kind == "head":
         return HeadEnsemble(embedder, cfg.n_heads, cfg.head, cfg.C, cfg.bootstrap, cfg.seed, cfg.predict)
+    if cfg.kind == "hf":
+        return HFClassifier(
+            embedder,
+            cfg.model,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            head_lr=cfg.head_lr,
+            batch_size=cfg.batch_size,
+            max_steps=cfg.max_steps,
+            patience=cfg.patience,
+            temperature=cfg.temperature,
+            max_length=cfg.max_length,
+            seed=cfg.seed,
+        )
+    if cfg.kind == "setfit":
+        return SetFitClassifier(
+            embedder,
+            cfg.model,
+            pairs=cfg.pairs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            max_steps=cfg.max_steps,
+            max_length=cfg.max_length,
+            contrastive_synthetic=cfg.contrastive_synthetic,
+            n_heads=cfg.n_heads,
+            head=cfg.head,
+            C=cfg.C,
+            bootstrap=cfg.bootstrap,
+            predict=cfg.predict,
+            seed=cfg.seed,
+        )
+    if cfg.kind == "custom":
+        assert cfg.custom is not None  # the schema says so
+        return CustomClassifier(cfg.custom, cfg.custom_options)
     return FinetuneClassifier(embedder, cfg.epochs, cfg.lr, cfg.batch_size, cfg.dropout, cfg.seed)
 
 
+_LOADERS = {
+    "head": HeadEnsemble,
+    "finetune": FinetuneClassifier,
+    "hf": HFClassifier,
+    "setfit": SetFitClassifier,
+    "custom": CustomClassifier,
+}
+
+
 def load_classifier(path: Path, embedder: Embedder):
-    """Load a saved classifier of either kind."""
+    """Load a saved classifier of any kind."""
     kind = json.loads((Path(path) / "classifier.json").read_text())["kind"]
-    return (HeadEnsemble if kind == "head" else FinetuneClassifier).load(path, embedder)
+    if kind not in _LOADERS:
+        raise ValueError(f"{path}: unknown classifier kind {kind!r}")
+    return _LOADERS[kind].load(path, embedder)

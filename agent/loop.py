@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from activesynth.agent import control
+from activesynth.agent.classifier import check_classifier
 from activesynth.agent.config import RunConfig, override
 from activesynth.agent.datasets import Dataset
 from activesynth.agent.export import export
@@ -44,8 +45,10 @@ def _quiet(_msg: str) -> None:
 
 def check_config(config: RunConfig) -> None:
     """Checks that need more than the config's own schema (the filter chain's evaluator names and
-    settings); a ``ValueError`` of one line, raised before any folder or model is made."""
+    settings, a custom classifier class); a ``ValueError`` of one line, raised before any folder or model is
+    made."""
     FilterChain.from_config(config.filter)
+    check_classifier(config.classifier)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -58,8 +61,10 @@ def report_round(
     dataset: Dataset | None = None,
     progress: Say | None = None,
     classifier=None,
+    train_seconds: float | None = None,
 ) -> tuple[dict, dict[str, Path]]:
-    """Write round ``n``'s model and uncertainty report (training on real data unless ``classifier``).
+    """Write round ``n``'s model and uncertainty report (training on real data unless ``classifier``, whose
+    training time ``train_seconds`` is recorded in the round's metrics when given).
 
     The report JSON is written last: it marks the round's report as done for a resumed run."""
     say = progress or _quiet
@@ -74,7 +79,7 @@ def report_round(
     if classifier is None:
         say(f"embedding {len(ds.train)} training texts and training the '{cfg.classifier.kind}' classifier")
         classifier = real_only_classifier(cfg, ds, embedder)
-    timings["train"] = time.perf_counter() - t
+    timings["train"] = time.perf_counter() - t if train_seconds is None else train_seconds
     t = time.perf_counter()
     report = build_report(ds, classifier, embedder, cfg.uncertainty, cfg.report, seed=cfg.seed, progress=say)
     timings["report"] = time.perf_counter() - t
@@ -191,6 +196,7 @@ class _State:
     tokens: int = 0
     cost: float = 0.0
     stop_reason: str = "max rounds"
+    train_seconds: float | None = None  # how long the current model took to train (its round's metrics)
 
 
 def run_loop(run: Run, progress: Say | None = None, backend=None, dataset: Dataset | None = None) -> dict:
@@ -204,8 +210,9 @@ def run_loop(run: Run, progress: Say | None = None, backend=None, dataset: Datas
     t_start = time.perf_counter()
     cfg = run.config
     # Round 1's model: real data only. It is also the real-only baseline of this run.
+    t = time.perf_counter()
     real_only = real_only_classifier(cfg, ds, embedder)
-    state = _State(real_only, real_only=real_only)
+    state = _State(real_only, real_only=real_only, train_seconds=time.perf_counter() - t)
     for n in range(1, cfg.loop.rounds + 1):
         say(f"round {n}: starting")  # a worker's progress hook may pause or stop here
         reason = _between_rounds(run)
@@ -241,12 +248,19 @@ def _report(run: Run, n: int, ds: Dataset, embedder, state: _State, tracker, say
     rnd = run.round(n, create=True)
     if not rnd.has(Round.REPORT):
         say(f"round {n}: uncertainty report")
-        report_round(run, n, ds, say, classifier=state.classifier)
+        report_round(run, n, ds, say, classifier=state.classifier, train_seconds=state.train_seconds)
     if n == 1:
         before = evaluate(state.classifier, ds, embedder, False)
         state.best_selection = before["selection"]["macro_f1"]
         state.history.append(
-            {"round": 0, "stage": "real-only", "weight": None, "accepted_total": 0, **_brief(before)}
+            {
+                "round": 0,
+                "stage": "real-only",
+                "weight": None,
+                "accepted_total": 0,
+                "seconds": {"train": state.train_seconds},
+                **_brief(before),
+            }
         )
         tracker.log_round(state.history[-1], rnd)
 
@@ -284,10 +298,12 @@ def _round(run: Run, n: int, ds: Dataset, embedder, state: _State, backend, trac
     t = time.perf_counter()
     say(f"round {n}: retraining with {len(state.kept) + len(new)} synthetic texts (choosing the weight)")
     weight, sel_f1, clf, table = select_weight(
-        run.config, ds, embedder, state.kept + new, reference=state.real_only
+        run.config, ds, embedder, state.kept + new, reference=state.real_only, previous=state.classifier
     )
     seconds["train"] = time.perf_counter() - t
     rolled_back = _keep_or_roll_back(run, n, ds, new, (weight, sel_f1, clf), state, say)
+    if not rolled_back:
+        state.train_seconds = seconds["train"]
     t = time.perf_counter()
     after = evaluate(state.classifier, ds, embedder, False)
     seconds["evaluate"] = time.perf_counter() - t

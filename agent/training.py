@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from activesynth.agent.classifier import build_classifier
+from activesynth.agent.classifier import FitContext, build_classifier
 from activesynth.agent.config import RunConfig
 from activesynth.agent.datasets import Dataset
 
@@ -40,12 +40,14 @@ __all__ = [
     "evaluate",
     "fit_with_synthetic",
     "label_confidence",
+    "new_classifier",
     "real_only_classifier",
     "select_weight",
     "selection_split",
     "soft_targets",
     "synthetic_rows",
     "synthetic_weights",
+    "training_rows",
 ]
 
 
@@ -150,27 +152,68 @@ def synthetic_rows(loop, records: list[dict], reference=None) -> SyntheticRows:
     )
 
 
+def new_classifier(config: RunConfig, ds: Dataset, embedder, n_real: int | None = None, previous=None):
+    """A fresh classifier of the configured kind; one that takes a :class:`FitContext` is told the selection
+    split (early stopping, temperature), which rows are real, and, with ``classifier.warm_start``, the model
+    to start from (``previous``)."""
+    clf = build_classifier(config.classifier, embedder)
+    if hasattr(clf, "set_context"):
+        split = selection_split(ds)
+        clf.set_context(
+            FitContext(
+                n_real=n_real,
+                eval_texts=list(split.texts),
+                eval_labels=list(split.labels),
+                previous=previous if config.classifier.warm_start else None,
+            )
+        )
+    return clf
+
+
 def real_only_classifier(config: RunConfig, ds: Dataset, embedder):
     """The classifier of the real training texts alone (round 1's model)."""
-    return build_classifier(config.classifier, embedder).fit(ds.train.texts, ds.train.labels)
+    return new_classifier(config, ds, embedder).fit(ds.train.texts, ds.train.labels)
 
 
-def fit_with_synthetic(
-    config: RunConfig, ds: Dataset, embedder, synthetic: list[dict], weight: float, reference=None
-):
-    """A fresh classifier on real train + synthetic texts with the loop's weighting and targets;
-    ``reference``: the real-only classifier for 'soft' and 'confidence' targets (fitted here if None)."""
+def training_rows(
+    config: RunConfig, ds: Dataset, synthetic: list[dict], weight: float, reference=None
+) -> tuple[list[str], list[str], np.ndarray]:
+    """(texts, labels, sample weights) of real train + synthetic texts with the loop's cap, weighting and
+    targets; real rows come first. ``reference``: the real-only classifier for 'soft' and 'confidence'."""
     cfg = config
     syn = cap_synthetic(synthetic, Counter(ds.train.labels), cfg.loop.max_synthetic_per_real)
-    if reference is None and syn and cfg.loop.synthetic_targets != "hard":
-        reference = real_only_classifier(cfg, ds, embedder)
     rows = synthetic_rows(cfg.loop, syn, reference)
     real = list(ds.train.labels)
     w = synthetic_weights(real, [r["label"] for r in syn], weight, cfg.loop.balance, rows.scale)
     texts = list(ds.train.texts) + [syn[i]["text"] for i in rows.text]
     labels = real + rows.labels
     w = np.concatenate([w[: len(real)], w[len(real) :][rows.text] * rows.share])
-    return build_classifier(cfg.classifier, embedder).fit(texts, labels, sample_weight=w)
+    return texts, labels, w
+
+
+def _reference(config: RunConfig, ds: Dataset, embedder, synthetic: list[dict], reference):
+    """The real-only classifier when the synthetic targets need its posteriors (fitted here if None)."""
+    if reference is None and synthetic and config.loop.synthetic_targets != "hard":
+        return real_only_classifier(config, ds, embedder)
+    return reference
+
+
+def fit_with_synthetic(
+    config: RunConfig,
+    ds: Dataset,
+    embedder,
+    synthetic: list[dict],
+    weight: float,
+    reference=None,
+    previous=None,
+):
+    """A fresh classifier on real train + synthetic texts with the loop's weighting and targets;
+    ``reference``: the real-only classifier for 'soft' and 'confidence' targets (fitted here if None);
+    ``previous``: the model a warm start begins from."""
+    reference = _reference(config, ds, embedder, synthetic, reference)
+    texts, labels, w = training_rows(config, ds, synthetic, weight, reference)
+    clf = new_classifier(config, ds, embedder, len(ds.train.texts), previous)
+    return clf.fit(texts, labels, sample_weight=w)
 
 
 def selection_split(ds: Dataset):
@@ -179,25 +222,67 @@ def selection_split(ds: Dataset):
 
 
 def select_weight(
-    config: RunConfig, ds: Dataset, embedder, synthetic: list[dict], reference=None
+    config: RunConfig, ds: Dataset, embedder, synthetic: list[dict], reference=None, previous=None
 ) -> tuple[float, float, object, dict]:
-    """Try each configured synthetic weight; return (weight, selection macro-F1, classifier, table).
-    ``reference``: the real-only classifier for 'soft' and 'confidence' targets (fitted once if None)."""
+    """Choose the synthetic weight on the selection split; return (weight, selection macro-F1, classifier,
+    table of selection macro-F1 per weight tried).
+
+    Kinds whose training is cheap (``head``, ``custom``, ``finetune``) are fit once per configured weight.
+    Kinds with ``proxy_features`` (``hf``, ``setfit``) under ``classifier.weight_selection: proxy`` are fit
+    once: see :func:`_select_then_fit`. ``reference``: the real-only classifier for 'soft' and 'confidence'
+    targets (fitted once if None); ``previous``: the model a warm start begins from."""
     from activesynth.evaluators.metrics.classification import classification_metrics
 
     split = selection_split(ds)
+    reference = _reference(config, ds, embedder, synthetic, reference)
+    weights = config.loop.synthetic_weights if synthetic else [1.0]
+    if len(weights) > 1 and config.classifier.weight_selection == "proxy":
+        probe = new_classifier(config, ds, embedder, len(ds.train.texts), previous)
+        if hasattr(probe, "proxy_features"):
+            return _select_then_fit(config, ds, probe, synthetic, weights, reference)
     table: dict[str, float] = {}
     best = None
-    if reference is None and synthetic and config.loop.synthetic_targets != "hard":
-        reference = real_only_classifier(config, ds, embedder)
-    for w in config.loop.synthetic_weights if synthetic else [1.0]:
-        clf = fit_with_synthetic(config, ds, embedder, synthetic, w, reference)
+    for w in weights:
+        clf = fit_with_synthetic(config, ds, embedder, synthetic, w, reference, previous)
         f1 = classification_metrics(split.labels, clf.predict_proba(split.texts), clf.classes_)["macro_f1"]
         table[str(w)] = f1
         if best is None or f1 > best[1] + 1e-12:
             best = (w, f1, clf)
     assert best is not None
     return best[0], best[1], best[2], table
+
+
+def _select_then_fit(
+    config: RunConfig, ds: Dataset, clf, synthetic: list[dict], weights: list[float], reference
+) -> tuple[float, float, object, dict]:
+    """The one-fit rule for slow kinds: do the weight-independent part of training once (``prepare``:
+    nothing for ``hf``, the contrastive body for ``setfit``), fit one logistic head per candidate weight on
+    the classifier's ``proxy_features`` (``hf``: the frozen starting body; ``setfit``: the tuned body), pick
+    the weight whose head has the best selection macro-F1, and fit the classifier once at that weight. The
+    table holds the heads' scores; the returned F1 is the fitted classifier's own."""
+    from activesynth.agent.heads import HeadEnsemble
+    from activesynth.evaluators.metrics.classification import classification_metrics
+
+    split = selection_split(ds)
+    texts, labels, _ = training_rows(config, ds, synthetic, weights[0], reference)
+    clf.prepare(texts, labels)
+    X, X_sel = clf.proxy_features(texts), clf.proxy_features(split.texts)
+    table: dict[str, float] = {}
+    best: tuple[float, float] | None = None
+    for w in weights:
+        _, _, sw = training_rows(config, ds, synthetic, w, reference)
+        head = HeadEnsemble(None, 1, "logistic", config.classifier.C, False, config.classifier.seed)
+        head.fit_embeddings(X, labels, sw)
+        proba = head.predict_proba_embeddings(X_sel)
+        f1 = classification_metrics(split.labels, proba, head.classes_)["macro_f1"]
+        table[str(w)] = f1
+        if best is None or f1 > best[1] + 1e-12:
+            best = (w, f1)
+    assert best is not None
+    _, _, sw = training_rows(config, ds, synthetic, best[0], reference)
+    clf.fit(texts, labels, sample_weight=sw)
+    f1 = classification_metrics(split.labels, clf.predict_proba(split.texts), clf.classes_)["macro_f1"]
+    return best[0], f1, clf, table
 
 
 def evaluate(

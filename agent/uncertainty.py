@@ -108,7 +108,8 @@ class EnsembleVariance:
 class MCDropout:
     """Monte Carlo dropout sampler: T stochastic passes of a classifier that keeps dropout.
 
-    ``sample(classifier, texts)`` returns (T, n, C); needs a classifier with ``mc_proba`` (``finetune``).
+    ``sample(classifier, texts)`` returns (T, n, C); needs a classifier with ``mc_proba`` (``finetune``,
+    ``hf``, or a custom class that defines it).
     """
 
     def __init__(self, samples: int = 10, scope: str = "head") -> None:
@@ -117,7 +118,10 @@ class MCDropout:
 
     def sample(self, classifier, texts: Sequence[str]) -> np.ndarray:
         if not hasattr(classifier, "mc_proba"):
-            raise ValueError("MC dropout needs the 'finetune' classifier (its heads keep dropout)")
+            raise ValueError(
+                "MC dropout needs a classifier that keeps dropout ('finetune' or 'hf', or a custom class "
+                f"with mc_proba), not '{getattr(classifier, 'kind', type(classifier).__name__)}'"
+            )
         return classifier.mc_proba(texts, samples=self.samples, scope=self.scope)
 
 

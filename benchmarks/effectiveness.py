@@ -23,15 +23,7 @@ SHOTS = {"banking77": 10, "hwu64": 10, "clinc150": 10, "rotten_tomatoes": 10}
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", default="banking77,hwu64,rotten_tomatoes,clinc150")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--budget", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--model", default="gemma3-270m")
-    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: llama.cpp's)")
-    ap.add_argument("--shots", type=int, default=None, help="real texts per class (default: 10 everywhere)")
-    ap.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="any run setting (dotted)"
-    )
+    add_run_options(ap, budget=300)
     ap.add_argument("--out", default="runs/effectiveness")
     ap.add_argument("--results", default="benchmarks/results/effectiveness.md")
     ap.add_argument(
@@ -41,7 +33,7 @@ def main() -> None:
     )
     args = ap.parse_args()
 
-    from activesynth.agent.config import DataConfig, LoopConfig, RunConfig, override, parse_assignment
+    from activesynth.agent.config import parse_assignment
     from activesynth.agent.experiments.arms import compare_arms
 
     changes = dict(parse_assignment(x) for x in args.set)
@@ -75,17 +67,39 @@ def main() -> None:
     # seed-major: every dataset gets seed 0 before any gets seed 1, so a cut-short run still covers all
     for k in range(len(seeds)):
         for name in names:
-            cfg = RunConfig(
-                data=DataConfig(dataset=name, shots=SHOTS[name], selection_fraction=0.5),
-                loop=LoopConfig(budget=args.budget, rounds=args.rounds),
-            )
-            cfg.generate.backend.model = args.model
-            cfg.generate.backend.threads = args.threads
-            cfg = override(cfg, changes)
+            cfg = base_config(name, args, changes)
             done = seeds[: k + 1]  # finished seeds are read back from their run folders
             data = compare_arms(Path(args.out) / name, cfg, done, progress=lambda m: print(m, flush=True))
             rows[name] = _row(name, done, data)
             _write(header + [rows[n] for n in names if n in rows], args)
+
+
+def add_run_options(ap: argparse.ArgumentParser, budget: int) -> None:
+    """The options every arm-comparison benchmark takes: seeds, budget, rounds, generator, shots, settings."""
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--budget", type=int, default=budget)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: llama.cpp's)")
+    ap.add_argument("--shots", type=int, default=None, help="real texts per class (default: 10 everywhere)")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any run setting (dotted)"
+    )
+
+
+def base_config(name: str, args, changes: dict):
+    """The run config of one dataset as this benchmark runs it: ``SHOTS[name]`` real texts per class, half of
+    dev as the selection split, ``args.budget`` / ``args.rounds``, generator ``args.model`` on
+    ``args.threads`` threads, then the dotted ``changes`` (``--set``)."""
+    from activesynth.agent.config import DataConfig, LoopConfig, RunConfig, override
+
+    cfg = RunConfig(
+        data=DataConfig(dataset=name, shots=SHOTS[name], selection_fraction=0.5),
+        loop=LoopConfig(budget=args.budget, rounds=args.rounds),
+    )
+    cfg.generate.backend.model = args.model
+    cfg.generate.backend.threads = args.threads
+    return override(cfg, changes)
 
 
 def _write(lines: list[str], args) -> None:

@@ -27,7 +27,10 @@ def report(
     seed: c.SeedOpt = None,
     pii_scrub: c.PiiOpt = None,
     selection_fraction: c.SelectionOpt = None,
-    classifier: Annotated[str | None, typer.Option(help="Target classifier: head or finetune.")] = None,
+    classifier: Annotated[
+        str | None,
+        typer.Option(help="Target classifier: head, finetune, hf, setfit or custom (set classifier.custom)."),
+    ] = None,
     strategy: Annotated[
         str | None, typer.Option(help="entropy, least_confidence, margin, bald, variance or mc_dropout.")
     ] = None,

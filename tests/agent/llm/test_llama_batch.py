@@ -59,6 +59,7 @@ def test_alone_in_the_batch_decoder_a_seeded_sample_equals_one_stream(pair):
     ]
     reqs.append(completion("greedy", temperature=0, max_tokens=24))
     for req in reqs:  # one request per call: each is alone in the batch
+        one._load_llama().reset()  # one stream evaluates the whole prompt too (no prefix kept)
         [a] = one.generate([req])
         [b] = many.generate([req])
         assert a.ok and b.ok
